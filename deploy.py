@@ -1,0 +1,15 @@
+"""llamarig's deploy: `pyinfra INVENTORY deploy.py`.
+
+Data flows one way: host data -> validation (every host, before anything runs)
+-> resolved refs and models -> flags -> units -> operations.
+"""
+
+from tasks import build, models, power, services, verify
+from tasks.preflight import rig_plan
+
+rig = rig_plan()
+power.apply(rig)
+built = build.apply(rig)
+fetched = models.apply(rig)
+services.apply(rig, build_ops=built or (), model_ops=fetched)
+verify.apply(rig)

@@ -1,0 +1,91 @@
+"""Where things live on a rig, derived from validated host data.
+
+One place for every path so that tasks, templates and tests agree. Paths that
+depend on a build are the same on every rig for the same commit and options,
+so one shared ccache serves all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+
+_SPLIT = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+def build_key(fork: str, commit: str, cmake_args: list[str], targets: list[str]) -> str:
+    """Name of one build: fork, commit and a digest of everything that changes the binaries."""
+    digest = hashlib.sha256(json.dumps({"cmake": cmake_args, "targets": sorted(targets)}).encode()).hexdigest()
+    return f"{fork}-{commit[:12]}-{digest[:10]}"
+
+
+def source_dir(root: str, fork: str) -> str:
+    return posixpath.join(root, "src", fork)
+
+
+def worktree_dir(root: str, fork: str, commit: str) -> str:
+    return posixpath.join(root, "work", f"{fork}-{commit[:12]}")
+
+
+def build_dir(root: str, key: str) -> str:
+    return posixpath.join(root, "build", key)
+
+
+def prefix_dir(root: str, key: str) -> str:
+    return posixpath.join(root, "builds", key)
+
+
+def current_link(root: str, fork: str) -> str:
+    """Stable path of the fork's active build (a symlink to its prefix); units use it."""
+    return posixpath.join(root, fork)
+
+
+def server_binary(root: str, fork: str) -> str:
+    return posixpath.join(current_link(root, fork), "bin", "llama-server")
+
+
+def model_dir(models_dir: str, name: str) -> str:
+    return posixpath.join(models_dir, name)
+
+
+def model_path(models_dir: str, name: str, file: str) -> str:
+    return posixpath.join(model_dir(models_dir, name), file)
+
+
+def unit_name(service_name: str) -> str:
+    return f"llamarig-{service_name}.service"
+
+
+def libexec(root: str, name: str) -> str:
+    return posixpath.join(root, "libexec", name)
+
+
+def split_siblings(file: str) -> list[str]:
+    """All files of the split set ``file`` belongs to (itself alone when not split)."""
+    match = _SPLIT.match(file)
+    if not match:
+        return [file]
+    count = int(match.group("count"))
+    return [f"{match.group('prefix')}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+
+
+def pick_model_file(paths: list[str]) -> str | None:
+    """The GGUF to pass to --model among a repository's selected files.
+
+    The first part of a split set, or the single GGUF. None when the files hold
+    no GGUF or more than one model (the caller reports that).
+    """
+    ggufs = sorted(p for p in paths if p.endswith(".gguf") and "mmproj" not in posixpath.basename(p).lower())
+    firsts = []
+    singles = []
+    for path in ggufs:
+        match = _SPLIT.match(path)
+        if match:
+            if int(match.group("no")) == 1:
+                firsts.append(path)
+        else:
+            singles.append(path)
+    candidates = firsts + singles
+    return candidates[0] if len(candidates) == 1 else None

@@ -1,0 +1,175 @@
+"""The data model: every host-data key llamarig reads, as one cerberus schema.
+
+Top-level keys are flat and prefixed by area (``build_``, ``hub_``, ``power_``,
+``verify_``) because pyinfra merges host, group and ``all`` data one key at a
+time: a rig that sets ``build_ref`` keeps every other ``build_*`` default.
+Their defaults live in ``group_data/all.py``; a test checks that file names
+exactly these keys. Entries of ``models`` and ``services`` get their defaults
+from this schema (cerberus normalisation), so a service states only what differs.
+
+Each rule carries ``meta: {"doc": ..., "example": ...}``; the README's data
+reference is generated from it (``python -m llamarig.refdoc``).
+"""
+
+from __future__ import annotations
+
+CACHE_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
+FORKS = ["llama.cpp", "ik_llama.cpp"]
+NAME_REGEX = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+def _nullable(rule: dict) -> dict:
+    return {**rule, "nullable": True}
+
+
+def _doc(doc: str, example=None) -> dict:
+    # The example is kept as Python source: cerberus hashes schemas and cannot hash nested lists.
+    return {"doc": doc, "example": repr(example)}
+
+
+GPU_SCHEMA = {
+    "model": {"type": "string", "required": True, "empty": False,
+              "meta": _doc("GPU model as `nvidia-smi` names it (checked on the rig)", "NVIDIA GeForce RTX 3090")},
+    "memory_gib": {"type": "number", "required": True, "min": 1,
+                   "meta": _doc("memory of the card in GiB", 24)},
+}
+
+MODEL_SCHEMA = {
+    "repo": {"type": "string", "required": True, "regex": r"^[\w.-]+/[\w.-]+$",
+             "meta": _doc("Hugging Face Hub repository, OWNER/NAME", "unsloth/GLM-4.7-GGUF")},
+    "revision": {"type": "string", "default": "main", "empty": False,
+                 "meta": _doc("branch, tag or 40-hex commit; a branch or tag is resolved to its commit at deploy", "main")},
+    "include": {"type": "list", "default": ["*.gguf"], "minlength": 1,
+                "schema": {"type": "string", "empty": False},
+                "meta": _doc("glob patterns of the repository files to download", ["UD-IQ1_M/*"])},
+    "file": _nullable({"type": "string", "default": None, "empty": False,
+                       "meta": _doc("the GGUF passed to `--model`, relative to the repository (the first file of a split set); "
+                                    "when unset it is found among the included files at deploy",
+                                    "UD-IQ1_M/GLM-4.7-UD-IQ1_M-00001-of-00003.gguf")}),
+}
+
+SAMPLING_SCHEMA = {
+    "temp": _nullable({"type": "number", "min": 0, "default": None, "meta": _doc("`--temp`", 0.6)}),
+    "top_p": _nullable({"type": "number", "min": 0, "max": 1, "default": None, "meta": _doc("`--top-p`", 0.95)}),
+    "top_k": _nullable({"type": "integer", "min": 0, "default": None, "meta": _doc("`--top-k`", 40)}),
+    "min_p": _nullable({"type": "number", "min": 0, "max": 1, "default": None, "meta": _doc("`--min-p`", 0.01)}),
+    "repeat_penalty": _nullable({"type": "number", "min": 0, "default": None, "meta": _doc("`--repeat-penalty`", 1.0)}),
+}
+
+SERVICE_SCHEMA = {
+    "name": {"type": "string", "required": True, "regex": NAME_REGEX,
+             "meta": _doc("service name; the unit is `llamarig-NAME.service`", "glm")},
+    "model": {"type": "string", "required": True, "empty": False,
+              "meta": _doc("a key of `models`", "glm47")},
+    "host": _nullable({"type": "string", "default": None, "empty": False,
+                       "meta": _doc("`--host`: address to bind; null: not passed (llama-server binds 127.0.0.1)", "0.0.0.0")}),
+    "port": {"type": "integer", "required": True, "min": 1, "max": 65535,
+             "meta": _doc("`--port`", 8000)},
+    "ctx_size": _nullable({"type": "integer", "default": None, "min": 0,
+                           "meta": _doc("`--ctx-size`; checked live through `/props` after every start", 131072)}),
+    "cache_type_k": _nullable({"type": "string", "default": None, "allowed": CACHE_TYPES,
+                               "meta": _doc("`--cache-type-k`", "q8_0")}),
+    "cache_type_v": _nullable({"type": "string", "default": None, "allowed": CACHE_TYPES,
+                               "meta": _doc("`--cache-type-v`", "q8_0")}),
+    "gpus": _nullable({"type": "list", "default": None, "schema": {"type": "integer", "min": 0},
+                       "meta": _doc("indices of the rig's `gpus` this service uses (`CUDA_VISIBLE_DEVICES`); "
+                                    "null: all of them; []: none", [0, 1])}),
+    "shared_gpus": {"type": "boolean", "default": False,
+                    "meta": _doc("allow this service's GPUs to overlap another service's", False)},
+    "n_gpu_layers": _nullable({"type": "integer", "default": None, "min": -1,
+                               "meta": _doc("`--n-gpu-layers`; null: not passed (the fork's default)", 999)}),
+    "split_mode": _nullable({"type": "string", "default": None, "allowed": ["none", "layer", "row"],
+                             "meta": _doc("`--split-mode`", "layer")}),
+    "main_gpu": _nullable({"type": "integer", "default": None, "min": 0,
+                           "meta": _doc("`--main-gpu`, an index into the service's GPUs", 0)}),
+    "tensor_split": _nullable({"type": "list", "default": None, "minlength": 1,
+                               "schema": {"type": "number", "min": 0},
+                               "meta": _doc("`--tensor-split`, one proportion per service GPU", [1, 1, 1, 1])}),
+    "tensor_overrides": {"type": "list", "default": [],
+                         "schema": {"type": "list", "items": [{"type": "string", "empty": False},
+                                                              {"type": "string", "empty": False}]},
+                         "meta": _doc("ordered `--override-tensor` pairs [regex, device]; first match wins, "
+                                      "device is CPU or CUDAi (i indexes the service's GPUs)",
+                                      [["blk\\.(3|4)\\.ffn_.*_exps\\.", "CUDA0"], ["ffn_.*_exps\\.", "CPU"]])},
+    "threads": _nullable({"type": "integer", "default": None, "min": 1, "meta": _doc("`--threads`", 12)}),
+    "threads_batch": _nullable({"type": "integer", "default": None, "min": 1, "meta": _doc("`--threads-batch`", 24)}),
+    "batch_size": _nullable({"type": "integer", "default": None, "min": 1, "meta": _doc("`--batch-size`", 2048)}),
+    "ubatch_size": _nullable({"type": "integer", "default": None, "min": 1, "meta": _doc("`--ubatch-size`", 512)}),
+    "parallel": _nullable({"type": "integer", "default": None, "min": 1, "meta": _doc("`--parallel` slots", 1)}),
+    "flash_attn": _nullable({"type": "string", "default": None, "allowed": ["on", "off", "auto"],
+                             "meta": _doc("`--flash-attn`", "on")}),
+    "mmap": _nullable({"type": "boolean", "default": None, "meta": _doc("true: `--mmap`, false: `--no-mmap`", False)}),
+    "jinja": _nullable({"type": "boolean", "default": None, "meta": _doc("true: `--jinja`, false: `--no-jinja`", True)}),
+    "fit": _nullable({"type": "boolean", "default": None,
+                      "meta": _doc("llama.cpp's start-up `--fit on|off`; null: not passed", False)}),
+    "alias": _nullable({"type": "string", "default": None, "empty": False, "meta": _doc("`--alias`", "glm-4.7")}),
+    "sampling": {"type": "dict", "default": {}, "schema": SAMPLING_SCHEMA,
+                 "meta": _doc("server-side sampling defaults", {"temp": 0.6, "top_p": 0.95})},
+    "extra_args": {"type": "list", "default": [], "schema": {"type": "string"},
+                   "meta": _doc("arguments appended last, verbatim", ["--reasoning", "off"])},
+    "environment": {"type": "dict", "default": {},
+                    "keysrules": {"type": "string", "regex": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+                    "valuesrules": {"type": "string"},
+                    "meta": _doc("extra environment of the unit", {"GGML_CUDA_GRAPH_OPT": "1"})},
+}
+
+SCHEMA = {
+    "gpus": {"type": "list", "required": True, "schema": {"type": "dict", "schema": GPU_SCHEMA},
+             "meta": _doc("the rig's NVIDIA GPUs in `nvidia-smi` index order; checked against the rig at deploy",
+                          [{"model": "NVIDIA GeForce RTX 3090", "memory_gib": 24}])},
+    "build_fork": {"type": "string", "required": True, "allowed": FORKS,
+                   "meta": _doc("which llama.cpp to build", "llama.cpp")},
+    "build_git_url": {"type": "string", "required": True, "empty": False,
+                      "meta": _doc("git URL the rig clones", "https://github.com/ggml-org/llama.cpp")},
+    "build_ref": {"type": "string", "required": True, "empty": False,
+                  "meta": _doc("branch, tag or commit; resolved to a commit on the rig", "b7100")},
+    "build_cuda_architectures": {"type": ["string", "list"], "required": True,
+                                 "meta": _doc("`auto` (from `nvidia-smi --query-gpu=compute_cap`) or a list such as [86]", "auto")},
+    "build_cmake_options": {"type": "list", "required": True, "schema": {"type": "string", "regex": r"^-D[A-Za-z_][A-Za-z0-9_]*(:[A-Z]+)?=.*$"},
+                            "meta": _doc("extra CMake cache options, each `-DNAME=VALUE`", ["-DGGML_CUDA_FA_ALL_QUANTS=ON"])},
+    "build_targets": {"type": "list", "required": True, "minlength": 1,
+                      "schema": {"type": "string", "regex": r"^[A-Za-z0-9_.-]+$"},
+                      "meta": _doc("CMake targets built and installed; must include llama-server", ["llama-server", "llama-bench"])},
+    "build_jobs": _nullable({"type": "integer", "required": True, "min": 1,
+                             "meta": _doc("parallel compile jobs; null: the rig's CPU count", 8)}),
+    "build_root": {"type": "string", "required": True, "regex": r"^/.*",
+                   "meta": _doc("where sources and builds live on the rig", "/opt/llamarig")},
+    "build_ccache_dir": _nullable({"type": "string", "required": True, "regex": r"^/.*",
+                                   "meta": _doc("ccache directory on the rig; null: no ccache", "/var/cache/ccache")}),
+    "build_packages": {"type": "list", "required": True, "schema": {"type": "string"},
+                       "meta": _doc("Debian packages the build needs", ["build-essential", "cmake", "git", "ccache"])},
+    "hub_endpoint": {"type": "string", "required": True, "regex": r"^https?://.+",
+                     "meta": _doc("Hugging Face Hub endpoint (HF_ENDPOINT) for the controller and the rig", "https://huggingface.co")},
+    "hub_token_env": _nullable({"type": "string", "required": True, "regex": r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                "meta": _doc("environment variable on the controller holding a Hub token, if any", "HF_TOKEN")}),
+    "hub_client": {"type": "string", "required": True, "empty": False,
+                   "meta": _doc("pip requirement of the Hub client installed on the rig", "huggingface_hub>=1.0,<3")},
+    "models": {"type": "dict", "required": True,
+               "keysrules": {"type": "string", "regex": NAME_REGEX},
+               "valuesrules": {"type": "dict", "schema": MODEL_SCHEMA},
+               "meta": _doc("models by name", {"glm47": {"repo": "unsloth/GLM-4.7-GGUF", "include": ["UD-IQ1_M/*"]}})},
+    "models_dir": {"type": "string", "required": True, "regex": r"^/.*",
+                   "meta": _doc("where models are stored on the rig, one directory per model", "/var/lib/llamarig/models")},
+    "services": {"type": "list", "required": True,
+                 "schema": {"type": "dict", "schema": SERVICE_SCHEMA},
+                 "meta": _doc("llama-server instances of the rig", [{"name": "glm", "model": "glm47", "port": 8000}])},
+    "service_user": {"type": "string", "required": True, "regex": r"^[a-z_][a-z0-9_-]*$",
+                     "meta": _doc("system user the servers run as", "llama")},
+    "power_limit_w": _nullable({"type": "number", "required": True, "min": 1,
+                                "meta": _doc("power limit in watts for every GPU of the rig; null: leave as is", 350)}),
+    "power_limits_w": {"type": "dict", "required": True,
+                       "keysrules": {"type": "integer", "min": 0},
+                       "valuesrules": {"type": "number", "min": 1},
+                       "meta": _doc("per-GPU power limits in watts, by index; override `power_limit_w`", {3: 200})},
+    "power_persistence_mode": {"type": "boolean", "required": True,
+                               "meta": _doc("enable persistence mode on every GPU", True)},
+    "verify_timeout_s": {"type": "integer", "required": True, "min": 1,
+                         "meta": _doc("seconds to wait for `/health` after a start", 600)},
+    "verify_prompt": {"type": "string", "required": True, "empty": False,
+                      "meta": _doc("prompt of the check completion", "Say hello.")},
+    "verify_max_tokens": {"type": "integer", "required": True, "min": 1,
+                          "meta": _doc("tokens of the check completion", 16)},
+}
+
+# Host-data keys that belong to pyinfra or its connectors, not to llamarig.
+FOREIGN_KEY_PREFIXES = ("ssh_", "_", "winrm_", "docker_", "chroot_", "local_", "terraform_")

@@ -1,0 +1,81 @@
+"""Render the systemd unit of a service: quoting, environment, the template.
+
+Flags are computed in ``flags.py``; this module only turns them into a unit
+file. Templates get finished, quoted strings (pyinfra renders with
+StrictUndefined, and so do we).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jinja2
+
+from . import layout
+from .flags import server_args
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+_SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
+
+
+def systemd_quote(word: str, *, dollar: bool = True) -> str:
+    """Quote one word for ExecStart= (or Environment=, ``dollar=False``) so systemd passes it verbatim.
+
+    systemd expands ``%`` specifiers everywhere, ``$VAR`` in ExecStart= only,
+    and unescapes C-style backslash sequences in quoted words; regular
+    expressions are full of backslashes, so every one is doubled.
+    """
+    escaped = word.replace("%", "%%")
+    if dollar:
+        escaped = escaped.replace("$", "$$")
+    if escaped and _SAFE.match(escaped):
+        return escaped
+    escaped = escaped.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def environment_lines(env: dict[str, str]) -> list[str]:
+    return [systemd_quote(f"{key}={value}", dollar=False) for key, value in env.items()]
+
+
+def service_environment(doc: dict, service: dict) -> dict[str, str]:
+    from .validate import service_gpus
+
+    env: dict[str, str] = {}
+    if doc["gpus"]:
+        gpus = service_gpus(doc, service)
+        # PCI bus order makes CUDA's device numbers match nvidia-smi's indices.
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpus) if gpus else "-1"
+    env["HOME"] = f"/var/lib/llamarig/{service['name']}"
+    env.update(service["environment"])
+    return env
+
+
+def _env():
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_unit(host: str, doc: dict, service: dict, model_file: str, power_unit: str | None = None) -> str:
+    """The unit text of ``service`` on rig ``host``; ``model_file`` is relative to the model's repo."""
+    model = dict(doc["models"][service["model"]], name=service["model"])
+    binary = layout.server_binary(doc["build_root"], doc["build_fork"])
+    args = server_args(service, layout.model_path(doc["models_dir"], service["model"], model_file))
+    exec_start = " ".join(systemd_quote(w) for w in [binary, *args])
+    return _env().get_template("llama-server.service.j2").render(
+        host=host,
+        service=service,
+        model=model,
+        user=doc["service_user"],
+        environment=environment_lines(service_environment(doc, service)),
+        exec_start=exec_start,
+        models_dir=doc["models_dir"],
+        power_unit=power_unit,
+    )

@@ -1,0 +1,1 @@
+"""pyinfra deploys of llamarig, one module per concern; deploy.py calls them in order."""

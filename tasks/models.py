@@ -1,0 +1,123 @@
+"""Download each rig's models on the rig through huggingface_hub, skipping files already complete."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from pyinfra import host
+from pyinfra.api import FactBase, StringCommand, deploy, operation
+from pyinfra.facts.deb import DebPackages
+from pyinfra.operations import apt, files, server
+
+from llamarig import layout
+from llamarig.hub import ResolvedModel
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+MANIFEST = ".llamarig-manifest.json"
+
+
+def hub_venv(doc: dict) -> str:
+    return f"{doc['build_root']}/venv"
+
+
+class PythonPackageVersion(FactBase):
+    """Version of a distribution installed in a venv, or None."""
+
+    def command(self, venv, distribution):
+        code = f"import importlib.metadata as m; print(m.version({distribution!r}))"
+        return f"test -x {shlex.quote(venv)}/bin/python && {shlex.quote(venv)}/bin/python -c {shlex.quote(code)} 2>/dev/null || true"
+
+    def process(self, output):
+        lines = [line.strip() for line in output if line.strip()]
+        return lines[-1] if lines else None
+
+
+class ModelFiles(FactBase):
+    """A model directory's manifest and the size of every file under it."""
+
+    def command(self, path):
+        q = shlex.quote(path)
+        return (f"cat {q}/{MANIFEST} 2>/dev/null; echo; echo '--- files'; "
+                f"test -d {q} && find {q} -path {q}/.staging -prune -o -type f -printf '%P\\t%s\\n' || true")
+
+    def process(self, output):
+        text = "\n".join(output)
+        head, _, tail = text.partition("--- files")
+        try:
+            manifest = json.loads(head) if head.strip() else None
+        except ValueError:
+            manifest = None
+        sizes = {}
+        for line in tail.splitlines():
+            name, _, size = line.partition("\t")
+            if name and size.isdigit():
+                sizes[name] = int(size)
+        return {"manifest": manifest, "sizes": sizes}
+
+
+def expected_files(model: ResolvedModel) -> dict:
+    return {f.path: {"size": f.size, "sha256": f.sha256} for f in model.files}
+
+
+@operation()
+def hub_model(model: ResolvedModel, dest: str, python: str, script: str, endpoint: str, token_file: str | None):
+    """
+    Make ``dest`` hold exactly the resolved files of a Hub model, verified.
+
+    + model: the model resolved on the controller (commit, files with sizes and sha256)
+    + dest: the model's directory on the rig
+    + python: the interpreter with huggingface_hub
+    + script: path of the installed llamarig-fetch-model.py
+    + endpoint: the Hub endpoint (HF_ENDPOINT)
+    + token_file: root-only file holding the Hub token, or None
+    """
+    state = host.get_fact(ModelFiles, path=dest)
+    want = expected_files(model)
+    manifest = state["manifest"] or {}
+    complete = (
+        manifest.get("repo") == model.repo
+        and manifest.get("commit") == model.commit
+        and manifest.get("files") == want
+        and all(state["sizes"].get(path) == spec["size"] for path, spec in want.items())
+    )
+    if complete:
+        return
+    words = [python, script, "--repo", model.repo, "--commit", model.commit, "--dest", dest,
+             "--files", json.dumps(want, sort_keys=True)]
+    if token_file:
+        words += ["--token-file", token_file]
+    env = f"HF_ENDPOINT={shlex.quote(endpoint)} HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_PROGRESS_BARS=1 "
+    yield StringCommand(env + " ".join(shlex.quote(str(w)) for w in words))
+
+
+@deploy("Models")
+def apply(rig):
+    doc = rig.doc
+    if not rig.models:
+        return {}
+    venv = hub_venv(doc)
+    installed = host.get_fact(DebPackages) or {}
+    if "python3-venv" not in installed:
+        apt.packages(name="Install python3-venv", packages=["python3-venv"], update=True, no_recommends=True)
+    requirement = Requirement(doc["hub_client"])
+    version = host.get_fact(PythonPackageVersion, venv=venv, distribution=requirement.name)
+    if version is None or not requirement.specifier.contains(version, prereleases=True):
+        server.shell(name=f"Install {doc['hub_client']} in {venv}", commands=[
+            f"test -x {shlex.quote(venv)}/bin/python || python3 -m venv {shlex.quote(venv)}",
+            f"{shlex.quote(venv)}/bin/pip install --quiet {shlex.quote(doc['hub_client'])}",
+        ])
+    script = layout.libexec(doc["build_root"], "llamarig-fetch-model.py")
+    files.directory(name="llamarig directories", path=str(Path(script).parent), present=True)
+    files.put(name="Model fetch script", src=str(TEMPLATES / "llamarig-fetch-model.py"), dest=script, mode="755")
+    files.directory(name="Models directory", path=doc["models_dir"], present=True, mode="755")
+    ops = {}
+    for name, model in sorted(rig.models.items()):
+        ops[name] = hub_model(
+            name=f"Model {name}: {model.repo}@{model.commit[:12]} ({model.total_bytes / 2**30:.2f} GiB)",
+            model=model, dest=layout.model_dir(doc["models_dir"], name), python=f"{venv}/bin/python",
+            script=script, endpoint=doc["hub_endpoint"], token_file=None,
+        )
+    return ops

@@ -1,0 +1,65 @@
+"""Validate every host, and resolve each rig's models and source refs, before any operation is queued.
+
+pyinfra runs deploy.py once per host; the first call checks all hosts of the
+inventory and caches the outcome, so a bad rig stops the whole run before
+anything is changed anywhere. Problems are printed together, never as a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import click
+from pyinfra import host, state
+from pyinfra_cli.exceptions import CliError
+
+from llamarig.gitref import GitRefError, resolve_ref
+from llamarig.hub import HubError, ResolvedModel, hub_token, resolve_model
+from llamarig.validate import Problem, format_problems, validate_all
+
+
+@dataclass
+class RigPlan:
+    doc: dict
+    models: dict[str, ResolvedModel]
+    commit: str
+
+
+_plans: dict[int, dict[str, RigPlan]] = {}
+
+
+def _plan_all() -> dict[str, RigPlan]:
+    hosts = list(state.inventory)
+    docs, problems = validate_all([(h.name, h.data.dict()) for h in hosts])
+    plans: dict[str, RigPlan] = {}
+    if not problems:
+        for name, doc in docs.items():
+            if not state.is_host_in_limit(state.inventory.get_host(name)):
+                continue
+            try:
+                commit = resolve_ref(doc["build_git_url"], doc["build_ref"])
+            except GitRefError as exc:
+                problems.append(Problem(name, "build_ref", doc["build_ref"], f"a ref of {doc['build_git_url']} ({exc})"))
+                continue
+            models = {}
+            token = hub_token(doc["hub_token_env"])
+            used = {svc["model"] for svc in doc["services"]}
+            for model_name in sorted(used):
+                try:
+                    models[model_name] = resolve_model(model_name, doc["models"][model_name], doc["hub_endpoint"], token)
+                except HubError as exc:
+                    problems.append(Problem(name, f"models.{model_name}", doc["models"][model_name]["repo"],
+                                            f"a model the Hub serves ({exc})"))
+            plans[name] = RigPlan(doc, models, commit)
+    if problems:
+        click.echo(format_problems(problems), err=True)
+        raise CliError(f"{len(problems)} problem(s) in the host data; no host was changed")
+    return plans
+
+
+def rig_plan() -> RigPlan:
+    """The validated, resolved plan of the current host (all hosts are checked on first use)."""
+    key = id(state)
+    if key not in _plans:
+        _plans[key] = _plan_all()
+    return _plans[key][host.name]

@@ -1,0 +1,58 @@
+#!/bin/sh
+# Build one llama.cpp / ik_llama.cpp commit into its own prefix (installed by llamarig).
+# Usage: llamarig-build.sh SRC URL COMMIT WORKTREE BUILDDIR PREFIX JOBS "TARGETS" -- CMAKE_ARGS...
+# The prefix appears only when the build is complete (built in PREFIX.tmp, then renamed),
+# so a failed build leaves every earlier build, and the link units use, as it was.
+set -eu
+src=$1 url=$2 commit=$3 work=$4 builddir=$5 prefix=$6 jobs=$7 targets=$8
+shift 8
+[ "$1" = "--" ] && shift
+
+log() { echo "llamarig-build: $*" >&2; }
+
+build() {
+    if [ -f "$prefix/.llamarig-build.json" ]; then
+        log "$prefix is already complete"
+        return 0
+    fi
+    if [ ! -d "$src/.git" ]; then
+        rm -rf "$src"
+        git clone --quiet --no-checkout "$url" "$src"
+    fi
+    git -C "$src" remote set-url origin "$url"
+    if ! git -C "$src" cat-file -e "$commit^{commit}" 2>/dev/null; then
+        git -C "$src" fetch --quiet --tags origin || true
+        git -C "$src" cat-file -e "$commit^{commit}" 2>/dev/null || git -C "$src" fetch --quiet origin "$commit"
+    fi
+    if [ ! -e "$work/.git" ]; then
+        rm -rf "$work"
+        git -C "$src" worktree prune
+        git -C "$src" worktree add --quiet --force --detach "$work" "$commit"
+    fi
+    [ "$(git -C "$work" rev-parse HEAD)" = "$commit" ] || git -C "$work" checkout --quiet --detach "$commit"
+    [ -n "$jobs" ] && [ "$jobs" != "0" ] || jobs=$(nproc)
+    log "configuring $commit in $builddir"
+    cmake -S "$work" -B "$builddir" "$@" > "$builddir.configure.log" 2>&1 || { tail -n 40 "$builddir.configure.log" >&2; exit 1; }
+    log "building $targets with $jobs jobs"
+    # shellcheck disable=SC2086
+    cmake --build "$builddir" --config Release -j "$jobs" --target $targets > "$builddir.build.log" 2>&1 || { tail -n 60 "$builddir.build.log" >&2; exit 1; }
+    rm -rf "$prefix.tmp"
+    mkdir -p "$prefix.tmp/bin"
+    for t in $targets; do
+        cp "$builddir/bin/$t" "$prefix.tmp/bin/$t"
+    done
+    printf '{"commit": "%s", "url": "%s", "targets": "%s", "cmake_args": "%s"}\n' \
+        "$commit" "$url" "$targets" "$*" > "$prefix.tmp/.llamarig-build.json"
+    mv "$prefix.tmp" "$prefix"
+    log "installed $prefix"
+}
+
+mkdir -p "$(dirname "$src")" "$(dirname "$work")" "$(dirname "$builddir")" "$(dirname "$prefix")" "$builddir"
+if [ -n "${CCACHE_DIR:-}" ] && command -v flock >/dev/null 2>&1; then
+    # Rigs that share one ccache build one key at a time: the second one finds every object cached.
+    mkdir -p "$CCACHE_DIR"
+    lock="$CCACHE_DIR/.llamarig-$(basename "$prefix").lock"
+    exec 9>"$lock"
+    flock 9
+fi
+build "$@"
