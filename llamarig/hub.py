@@ -29,7 +29,7 @@ class ResolvedModel:
     repo: str
     revision: str
     commit: str
-    files: tuple[HubFile, ...]
+    files: list[HubFile]
     file: str  # the GGUF passed to --model
     endpoint: str = field(default="https://huggingface.co")
 
@@ -84,6 +84,6 @@ def resolve_model(name: str, model: dict, endpoint: str, token: str | None = Non
     if missing:
         raise HubError(f"model {name}: {chosen} needs {', '.join(missing)}, which include {model['include']} "
                        f"does not select or the repository lacks")
-    resolved = ResolvedModel(model["repo"], model["revision"], info.sha, tuple(files), chosen, endpoint)
+    resolved = ResolvedModel(model["repo"], model["revision"], info.sha, files, chosen, endpoint)
     _cache[key] = resolved
     return resolved

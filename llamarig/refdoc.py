@@ -22,7 +22,7 @@ def _type(rule: dict) -> str:
     kind = rule.get("type", "any")
     text = " or ".join(kind) if isinstance(kind, list) else kind
     if rule.get("allowed"):
-        text += ": " + " | ".join(f"`{a}`" for a in rule["allowed"])
+        text += ": " + ", ".join(f"`{a}`" for a in rule["allowed"])
     if rule.get("nullable"):
         text += " or null"
     return text

@@ -122,7 +122,7 @@ SCHEMA = {
     "build_git_url": {"type": "string", "required": True, "empty": False,
                       "meta": _doc("git URL the rig clones", "https://github.com/ggml-org/llama.cpp")},
     "build_ref": {"type": "string", "required": True, "empty": False,
-                  "meta": _doc("branch, tag or commit; resolved to a commit on the rig", "b7100")},
+                  "meta": _doc("branch, tag or 40-hex commit; resolved to a commit (git ls-remote) before any rig is touched", "b7100")},
     "build_cuda_architectures": {"type": ["string", "list"], "required": True,
                                  "meta": _doc("`auto` (from `nvidia-smi --query-gpu=compute_cap`) or a list such as [86]", "auto")},
     "build_cmake_options": {"type": "list", "required": True, "schema": {"type": "string", "regex": r"^-D[A-Za-z_][A-Za-z0-9_]*(:[A-Z]+)?=.*$"},

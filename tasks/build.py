@@ -56,6 +56,7 @@ def llama_build(plan: dict, jobs: int | None, ccache_dir: str | None, script: st
     Does nothing when the prefix already holds a complete build of these targets.
     """
     if host.get_fact(InstalledBuild, prefix=plan["prefix"], targets=plan["targets"]) is not None:
+        host.noop(f"{plan['prefix']} is already built")
         return
     env = f"CCACHE_DIR={shlex.quote(ccache_dir)} " if ccache_dir else ""
     words = [script, plan["src"], plan["url"], plan["commit"], plan["work"], plan["build_dir"],

@@ -84,6 +84,7 @@ def hub_model(model: ResolvedModel, dest: str, python: str, script: str, endpoin
         and all(state["sizes"].get(path) == spec["size"] for path, spec in want.items())
     )
     if complete:
+        host.noop(f"{dest} holds {model.repo}@{model.commit[:12]}, all {len(want)} file(s) complete")
         return
     words = [python, script, "--repo", model.repo, "--commit", model.commit, "--dest", dest,
              "--files", json.dumps(want, sort_keys=True)]

@@ -60,10 +60,14 @@ def gpu_power(declared_gpus: list, limits: dict, persistence: bool):
     if gpus is None or (not gpus and declared_gpus):
         yield fail_command(f"the rig declares {len(declared_gpus)} GPU(s) but nvidia-smi is missing or reports none")
         return
-    commands, problems = power_changes(declared_gpus, gpus, limits, persistence)
+    gpus = [dict(g) for g in gpus]
+    limits = {int(index): float(watts) for index, watts in limits.items()}
+    commands, problems = power_changes(list(declared_gpus), gpus, limits, persistence)
     if problems:
         yield fail_command("; ".join(problems))
         return
+    if not commands:
+        host.noop("GPU persistence mode and power limits are as declared")
     for command in commands:
         yield StringCommand(command)
 
