@@ -19,6 +19,10 @@ UNIT_DIR = "/etc/systemd/system"
 class LlamarigUnits(FactBase):
     """Names of the llamarig-*.service units installed on the rig."""
 
+    @staticmethod
+    def default():
+        return []
+
     def command(self):
         return f"ls {UNIT_DIR} | grep -E '^llamarig-.*\\.service$' || true"
 

@@ -257,8 +257,7 @@ def set_power_limit(gpus, selected, watts_arg):
             old = s["power_limit_w"]
             s["power_limit_w"] = watts
             out.append("Power limit for GPU %s was set to %s W from %s W." % (bus, _w(watts), _w(old)))
-        if rc == RC_OK:
-            st.save()
+        st.save()  # like the real tool, GPUs handled before an error keep their new limit
     if rc == RC_OK:
         out.append("All done.")
     else:

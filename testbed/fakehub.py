@@ -19,6 +19,7 @@ import json
 import os
 import re
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -122,11 +123,18 @@ class FakeHub:
     def __exit__(self, *exc):
         self.stop()
 
-    def fail_after_bytes(self, path: str, n: int, times: int = 1) -> None:
+    def fail_after_bytes(self, path: str, n: int, times: int = 1, mode: str = "close") -> None:
         """Cut the connection after `n` body bytes of the next GET of `path`
-        ("file/in/repo" or "owner/repo/file/in/repo"), `times` times."""
+        ("file/in/repo" or "owner/repo/file/in/repo"), `times` times.
+
+        mode="close": orderly close (FIN) with the body incomplete; httpx raises
+        RemoteProtocolError and huggingface_hub's http_get resumes with a Range GET.
+        mode="reset": TCP RST; httpx raises ReadError, which huggingface_hub 2.4 does
+        NOT retry: the download fails (and its .incomplete file is removed)."""
+        if mode not in ("close", "reset"):
+            raise ValueError(mode)
         with self._lock:
-            self._faults.setdefault(path, []).extend([n] * times)
+            self._faults.setdefault(path, []).extend([(n, mode)] * times)
 
     def clear_requests(self) -> None:
         with self._lock:
@@ -212,7 +220,8 @@ class FakeHub:
         if expand:
             e["lastCommit"] = {"id": rev.commit, "title": f"testbed revision {rev.name}", "date": FIXED_DATE}
             if e["type"] == "file":
-                e["securityFileStatus"] = {"status": "safe"}
+                e["securityFileStatus"] = {"status": "safe", "avScan": {"virusFound": False, "virusNames": None},
+                                           "pickleImportScan": None}
         return e
 
     def list_tree(self, rev: Revision, path: str, recursive: bool, expand: bool) -> list[dict] | None:
@@ -454,10 +463,10 @@ class _Handler(BaseHTTPRequestHandler):
                 chunk = f.read(min(256 * 1024, remaining))
                 if not chunk:
                     break
-                if cut is not None and sent + len(chunk) >= cut:
-                    self.wfile.write(chunk[: max(0, cut - sent)])
+                if cut is not None and sent + len(chunk) >= cut[0]:
+                    self.wfile.write(chunk[: max(0, cut[0] - sent)])
                     self.wfile.flush()
-                    self._abort()
+                    self._abort(cut[1])
                     return
                 self.wfile.write(chunk)
                 sent += len(chunk)
@@ -467,7 +476,7 @@ class _Handler(BaseHTTPRequestHandler):
                     if ahead > 0:
                         time.sleep(ahead)
 
-    def _take_fault(self, repo_id: str, rp: str) -> int | None:
+    def _take_fault(self, repo_id: str, rp: str) -> tuple[int, str] | None:
         with self.hub._lock:
             for key in (rp, f"{repo_id}/{rp}"):
                 lst = self.hub._faults.get(key)
@@ -478,12 +487,15 @@ class _Handler(BaseHTTPRequestHandler):
                     return n
         return None
 
-    def _abort(self) -> None:
-        """Drop the connection mid-body (RST), like a network failure."""
+    def _abort(self, mode: str) -> None:
+        """Drop the connection mid-body, like a network failure."""
         self.close_connection = True
         self._req.status = -1
         try:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            self.connection.shutdown(socket.SHUT_RDWR)
+            if mode == "reset":
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+            else:
+                self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass

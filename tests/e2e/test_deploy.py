@@ -1,0 +1,155 @@
+"""The whole path on real systemd rigs: data in, llama-server answering under systemd out.
+
+The tests run in file order and build on each other (one first deploy is
+minutes of compiling; every later test reuses the deployed rigs).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+import urllib.request
+
+import pytest
+
+from .conftest import results, write_garage
+
+pytestmark = pytest.mark.slow
+
+
+def chat(port: int, prompt: str = "Name a colour.") -> str:
+    body = json.dumps({"messages": [{"role": "user", "content": prompt}], "max_tokens": 8, "temperature": 0}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        answer = json.loads(response.read())
+    assert answer["usage"]["completion_tokens"] > 0
+    return answer["choices"][0]["message"]["content"]
+
+
+def changed_ops(run) -> dict[str, list[str]]:
+    """Operation name -> hosts it changed, from pyinfra --json."""
+    return {op["name"]: op["success"] for op in results(run)["results"]["operations"] if op["success"]}
+
+
+def failed_ops(run) -> dict[str, list[str]]:
+    return {op["name"]: op["error"] for op in results(run)["results"]["operations"] if op["error"]}
+
+
+def resolve_requests(bed) -> list:
+    return [r for r in bed.hub.requests if "/resolve/" in r.path and r.method == "GET"]
+
+
+def test_first_deploy_serves_both_rigs(bed):
+    started = time.monotonic()
+    run = bed.pyinfra("-y", "--json")
+    bed.first_deploy_s = time.monotonic() - started
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert failed_ops(run) == {}
+    changed = changed_ops(run)
+    assert any(name.startswith("Build | Build llama.cpp") for name in changed), changed
+    for rig in ("rig1", "rig2"):
+        assert bed.ssh(rig, "systemctl is-active llamarig-chat.service").strip() == "active"
+        assert chat(bed.ports[rig]).strip()
+    # The verify step reported the live context it saw, as a live fact.
+    assert "[live] healthy, n_ctx 4096" in run.stderr and "[live] healthy, n_ctx 2048" in run.stderr
+    # Power: limits per GPU (rig1, from group data) and per rig (rig2), set and kept by the stand-in nvidia-smi.
+    q = "nvidia-smi --query-gpu=power.limit,persistence_mode --format=csv,noheader,nounits"
+    assert bed.ssh("rig1", q).split("\n")[:2] == ["300.00, Enabled", "250.00, Enabled"]
+    assert bed.ssh("rig2", q).strip() == "280.00, Enabled"
+    # The unit carries the declared GPUs, and the regex reached llama-server intact through systemd's quoting.
+    cmdline = bed.ssh("rig1", "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value llamarig-chat)/cmdline")
+    assert "blk\\.1[0-7]\\.ffn_(gate|up|down)=CPU" in cmdline.split("\n")
+    environ = bed.ssh("rig1", "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value llamarig-chat)/environ")
+    assert "CUDA_VISIBLE_DEVICES=0,1" in environ.split("\n")
+    # Both rigs share one ccache: the second build of the same commit and options hit it.
+    stats = bed.ssh("rig1", "CCACHE_DIR=/var/cache/ccache ccache --print-stats")
+    hits = dict(line.split("\t") for line in stats.splitlines() if "\t" in line)
+    assert int(hits.get("direct_cache_hit", 0)) + int(hits.get("preprocessed_cache_hit", 0)) > 100, stats
+    print(f"first deploy of two rigs: {bed.first_deploy_s:.0f} s")
+
+
+def test_second_deploy_changes_nothing(bed):
+    downloads_before = len(resolve_requests(bed))
+    prefix_mtime = bed.ssh("rig1", "stat -c %Y /opt/llamarig/builds/*/bin/llama-server")
+    pids = {rig: bed.main_pid(rig) for rig in ("rig1", "rig2")}
+    started = time.monotonic()
+    run = bed.pyinfra("-y", "--json")
+    took = time.monotonic() - started
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert changed_ops(run) == {}
+    assert failed_ops(run) == {}
+    totals = results(run)["results"]["totals"]
+    assert totals["no_change"] == totals["hosts"] > 20
+    assert len(resolve_requests(bed)) == downloads_before  # nothing downloaded again
+    assert bed.ssh("rig1", "stat -c %Y /opt/llamarig/builds/*/bin/llama-server") == prefix_mtime  # nothing rebuilt
+    assert {rig: bed.main_pid(rig) for rig in ("rig1", "rig2")} == pids  # nothing restarted
+    print(f"no-change re-deploy of two rigs: {took:.0f} s")
+
+
+def test_dry_diff_shows_a_flag_change_then_the_run_restarts_only_that_service(bed):
+    unit_before = bed.unit_text("rig1")
+    pids = {rig: bed.main_pid(rig) for rig in ("rig1", "rig2")}
+    write_garage(bed.project, bed.ports, temp=0.3)
+
+    dry = bed.pyinfra("--dry", "--diff")
+    assert dry.returncode == 0, dry.stderr[-4000:]
+    out = dry.stdout + dry.stderr
+    assert "--temp 0.7" in out and "--temp 0.3" in out, out[-3000:]
+    assert bed.unit_text("rig1") == unit_before  # --dry changed nothing
+    assert {rig: bed.main_pid(rig) for rig in ("rig1", "rig2")} == pids
+
+    run = bed.pyinfra("-y", "--json")
+    assert run.returncode == 0, run.stderr[-4000:]
+    changed = changed_ops(run)
+    assert changed.get("Services | Unit llamarig-chat.service") == ["rig1"], changed
+    assert changed.get("Services | Restart llamarig-chat.service (unit, binary or model changed)") == ["rig1"]
+    assert "--temp 0.3" in bed.unit_text("rig1")
+    assert bed.main_pid("rig1") != pids["rig1"]
+    assert bed.main_pid("rig2") == pids["rig2"]
+    assert chat(bed.ports["rig1"]).strip()
+
+
+BAD_DATA = [
+    # (label, python source of the rig1 host data overrides, expected text in the error)
+    ("gpu index the rig lacks", "{'services': [dict(SVC, gpus=[0, 2])]}", "rig1: services[0].gpus[1] = 2: expected a GPU index below 2"),
+    ("two services on one port", "{'services': [dict(SVC, gpus=[0]), dict(SVC, name='two', gpus=[1])]}",
+     "rig1: services[1].port = {port}: expected a port no other service of this rig uses"),
+    ("tensor split length", "{'services': [dict(SVC, tensor_split=[1, 1, 1])]}",
+     "rig1: services[0].tensor_split = [1, 1, 1]: expected 2 proportion(s), one per service GPU"),
+    ("override regex does not compile", "{'services': [dict(SVC, tensor_overrides=[['blk\\\\.(1', 'CPU']])]}",
+     "rig1: services[0].tensor_overrides[0][0] = 'blk\\\\.(1': expected a regular expression that compiles"),
+    ("override names a device the service lacks", "{'services': [dict(SVC, tensor_overrides=[['exps', 'CUDA2']])]}",
+     "rig1: services[0].tensor_overrides[0][1] = 'CUDA2': expected a device of this service: CPU, CUDA0, CUDA1"),
+    ("undeclared model", "{'services': [dict(SVC, model='glm')]}",
+     "rig1: services[0].model = 'glm': expected a model declared under `models`"),
+    ("power limit not positive", "{'power_limit_w': 0}", "rig1: power_limit_w = 0: expected a value >= 1"),
+    ("power limit not a number", "{'power_limits_w': {0: 'max'}}", "rig1: power_limits_w.0 = 'max': expected a value of type number"),
+    ("port out of range", "{'services': [dict(SVC, port=99999)]}", "rig1: services[0].port = 99999: expected a value <= 65535"),
+    ("misspelt key", "{'servcies': []}", "rig1: servcies = []: expected a known key"),
+    ("unknown fork", "{'build_fork': 'vllm'}", "rig1: build_fork = 'vllm': expected one of llama.cpp, ik_llama.cpp"),
+    ("ref the repository lacks", "{'build_ref': 'no-such-tag'}", "rig1: build_ref = 'no-such-tag': expected a ref of"),
+    ("model the Hub lacks", "{'models': {'gemma': {'repo': 'testbed/nope-GGUF'}}}", "rig1: models.gemma = 'testbed/nope-GGUF': expected a model the Hub serves"),
+]
+
+
+@pytest.mark.parametrize("label,override,expected", BAD_DATA, ids=[b[0] for b in BAD_DATA])
+def test_bad_data_is_refused_before_any_host_is_touched(bed, label, override, expected):
+    unit_before = bed.unit_text("rig1")
+    pid_before = bed.main_pid("rig1")
+    bad = bed.project / "badrigs.py"
+    bad.write_text(bed.inventory.read_text() + textwrap.dedent(f"""
+        SVC = {{"name": "chat", "model": "gemma", "port": {bed.ports["rig1"]}, "gpus": [0, 1]}}
+        garage = [(garage[0][0], {{**garage[0][1], **{override}}})]
+        del SVC
+    """))
+    run = bed.pyinfra("-y", inventory=bad, timeout=300)
+    assert run.returncode != 0
+    err = run.stderr + run.stdout
+    assert expected.format(port=bed.ports["rig1"]) in err, err[-3000:]
+    assert "no host was changed" in err
+    assert "Traceback" not in err
+    assert "Beginning operation run" not in err
+    assert bed.unit_text("rig1") == unit_before
+    assert bed.main_pid("rig1") == pid_before

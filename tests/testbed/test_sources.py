@@ -1,0 +1,59 @@
+import json
+import os
+import subprocess
+
+import pytest
+
+from testbed import sources
+from testbed.hubrepo import GEMMA_REPO, populate_hub
+
+
+def test_gemma_gguf_and_split_are_faithful():
+    src = sources.ensure_gemma_gguf()
+    parts = sources.ensure_gemma_split(3)
+    assert [p.name for p in parts] == [f"gemma-3-270m-Q4_K_M-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    sources.verify_split(src, parts)   # tensors byte-equal, KVs, split.* types
+    assert sources.ensure_gemma_split(3) == parts  # cached, idempotent
+
+
+def test_populate_hub_hard_links(tmp_path):
+    rev = populate_hub(tmp_path)
+    parts = sources.ensure_gemma_split(3)
+    for p in parts:
+        linked = rev / "Q4_K_M" / p.name
+        assert os.path.samefile(linked, p)
+    assert (rev / "README.md").exists()
+    populate_hub(tmp_path)  # idempotent
+    assert rev == tmp_path / GEMMA_REPO / "main"
+
+
+def test_llama_repo_served_by_git_daemon(tmp_path):
+    path, tag, commit = sources.ensure_llama_cpp_repo()
+    assert tag == "b0.3.36" and len(commit) == 40
+    info = json.loads((path / "testbed-complete.json").read_text())
+    assert info["commit"] == commit
+    with sources.GitServer(path.parent) as gs:
+        assert gs.url.startswith("git://127.0.0.1:")
+        out = tmp_path / "clone"
+        subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", tag, gs.url + path.name, str(out)],
+                       check=True, env=dict(os.environ, GIT_CONFIG_NOSYSTEM="1"))
+        head = subprocess.run(["git", "-C", str(out), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        assert head == commit
+        ls = subprocess.run(["git", "ls-remote", gs.url + path.name], capture_output=True, text=True,
+                            check=True).stdout
+        assert f"{commit}\trefs/heads/master" in ls and "refs/tags/b0.3.36^{}" in ls
+    assert (out / "CMakeLists.txt").exists() and (out / "tools/server").is_dir()
+    assert (out / "cmake/build-info.cmake").exists()
+    assert gs.proc is None
+
+
+def test_llama_repo_commit_is_deterministic(tmp_path, monkeypatch):
+    from testbed.common import cache_dir
+    real = cache_dir()
+    _, _, commit = sources.ensure_llama_cpp_repo()
+    (tmp_path / "dl").mkdir()
+    os.symlink(real / "dl" / sources.LLAMA_SDIST, tmp_path / "dl" / sources.LLAMA_SDIST)
+    monkeypatch.setenv("LLAMARIG_TESTBED_CACHE", str(tmp_path))
+    _, _, again = sources.ensure_llama_cpp_repo()
+    assert again == commit
