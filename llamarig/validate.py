@@ -137,7 +137,7 @@ def cross_check(host: str, doc: dict) -> list[Problem]:
         bad("power_limit_w", doc["power_limit_w"], "null on a rig without GPUs")
     for index in doc["power_limits_w"]:
         if index >= n_gpus:
-            bad(f"power_limits_w.{index}", doc["power_limits_w"][index],
+            bad(f"power_limits_w[{index}]", doc["power_limits_w"][index],
                 f"a GPU index below {n_gpus} (the rig declares {n_gpus} GPU(s))")
 
     for name, model in doc["models"].items():

@@ -8,12 +8,15 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from pyinfra import host
-from pyinfra.api import FactBase, StringCommand, deploy, operation
+import hashlib
+from io import StringIO
+
+from pyinfra.api import FactBase, FileUploadCommand, StringCommand, deploy, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
 from llamarig import layout
-from llamarig.hub import ResolvedModel
+from llamarig.hub import ResolvedModel, hub_token
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MANIFEST = ".llamarig-manifest.json"
@@ -56,6 +59,40 @@ class ModelFiles(FactBase):
             if name and size.isdigit():
                 sizes[name] = int(size)
         return {"manifest": manifest, "sizes": sizes}
+
+
+TOKEN_FILE = "/etc/llamarig/hub-token"
+
+
+class FileSha256(FactBase):
+    """sha256 of a file, or None when it does not exist."""
+
+    def command(self, path):
+        return f"test -f {shlex.quote(path)} && sha256sum {shlex.quote(path)} | cut -d' ' -f1 || true"
+
+    def process(self, output):
+        lines = [line.strip() for line in output if line.strip()]
+        return lines[0] if lines else None
+
+
+@operation()
+def secret_file(path: str, secret: str):
+    """
+    Keep a root-only (0600) file holding ``secret``, without the secret in any command, diff or log.
+
+    + path: the file on the rig
+    + secret: its content
+
+    Compares digests, and uploads to a temporary file in a 0700 directory before moving it in place.
+    """
+    if host.get_fact(FileSha256, path=path) == hashlib.sha256(secret.encode()).hexdigest():
+        host.noop(f"{path} is up to date")
+        return
+    directory = str(Path(path).parent)
+    tmp = f"{directory}/.{Path(path).name}.tmp"
+    yield f"mkdir -p {shlex.quote(directory)} && chmod 700 {shlex.quote(directory)} && rm -f {shlex.quote(tmp)} && (umask 077; : > {shlex.quote(tmp)})"
+    yield FileUploadCommand(StringIO(secret), tmp)
+    yield f"chmod 600 {shlex.quote(tmp)} && mv {shlex.quote(tmp)} {shlex.quote(path)}"
 
 
 def expected_files(model: ResolvedModel) -> dict:
@@ -114,11 +151,16 @@ def apply(rig):
     files.directory(name="llamarig directories", path=str(Path(script).parent), present=True)
     files.put(name="Model fetch script", src=str(TEMPLATES / "llamarig-fetch-model.py"), dest=script, mode="755")
     files.directory(name="Models directory", path=doc["models_dir"], present=True, mode="755")
+    token = hub_token(doc["hub_token_env"])
+    if token:
+        secret_file(name=f"Hub token ({TOKEN_FILE}, root only)", path=TOKEN_FILE, secret=token)
+    else:
+        files.file(name="No Hub token", path=TOKEN_FILE, present=False)
     ops = {}
     for name, model in sorted(rig.models.items()):
         ops[name] = hub_model(
             name=f"Model {name}: {model.repo}@{model.commit[:12]} ({model.total_bytes / 2**30:.2f} GiB)",
             model=model, dest=layout.model_dir(doc["models_dir"], name), python=f"{venv}/bin/python",
-            script=script, endpoint=doc["hub_endpoint"], token_file=None,
+            script=script, endpoint=doc["hub_endpoint"], token_file=TOKEN_FILE if token else None,
         )
     return ops

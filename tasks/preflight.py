@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import click
 from pyinfra import host, state
-from pyinfra_cli.exceptions import CliError
 
 from llamarig.gitref import GitRefError, resolve_ref
 from llamarig.hub import HubError, ResolvedModel, hub_token, resolve_model
@@ -53,7 +52,9 @@ def _plan_all() -> dict[str, RigPlan]:
             plans[name] = RigPlan(doc, models, commit)
     if problems:
         click.echo(format_problems(problems), err=True)
-        raise CliError(f"{len(problems)} problem(s) in the host data; no host was changed")
+        click.echo(f"--> llamarig: {len(problems)} problem(s) in the host data; no host was changed", err=True)
+        # SystemExit, not an exception: pyinfra prints a traceback for errors raised in deploy code.
+        raise SystemExit(2)
     return plans
 
 

@@ -67,8 +67,10 @@ def apply(rig, build_ops=(), model_ops=None):
         triggers = [put[unit], *build_ops]
         if svc["model"] in model_ops:
             triggers.append(model_ops[svc["model"]])
-        systemd.service(name=f"Restart {unit} (unit, binary or model changed)", service=unit,
-                        restarted=True, _if=any_changed(*triggers))
+        # reset-failed first: a unit that hit its start limit (say, yesterday's bad model) refuses a plain restart.
+        server.shell(name=f"Restart {unit} (unit, binary or model changed)",
+                     commands=[f"systemctl reset-failed {unit} 2>/dev/null || true; systemctl restart {unit}"],
+                     _if=any_changed(*triggers))
         systemd.service(name=f"Run {unit}", service=unit, running=True, enabled=True)
     return put
 

@@ -362,12 +362,9 @@ class _Handler(BaseHTTPRequestHandler):
         if m:
             repo_id = unquote(m.group(1))
             kind, rev, sub = m.group(2), unquote(m.group(3) or "main"), unquote(m.group(4) or "")
-            revs = hub.revisions(repo_id)
-            if not revs:
-                return self._repo_not_found()
-            revision = hub.resolve(repo_id, rev)
+            revision = self._revision(repo_id, rev)
             if revision is None:
-                return self._rev_not_found(rev)
+                return
             if kind in (None, "revision") and not sub and self.command in ("GET", "HEAD"):
                 blobs = q.get("blobs", ["false"])[0].lower() in ("1", "true")
                 return self._json(hub.model_info(repo_id, revision, blobs))
@@ -405,14 +402,21 @@ class _Handler(BaseHTTPRequestHandler):
         paths = f.get("paths", []) + f.get("paths[]", [])
         return paths, f.get("expand", ["False"])[0].lower() in ("1", "true")
 
+    def _revision(self, repo_id: str, rev: str):
+        """The revision, or None after answering RepoNotFound / RevisionNotFound as the Hub does."""
+        if not self.hub.revisions(repo_id):
+            self._repo_not_found()
+            return None
+        revision = self.hub.resolve(repo_id, rev)
+        if revision is None:
+            self._rev_not_found(rev)
+        return revision
+
     def _resolve(self, repo_id: str, rev: str, rp: str):
         hub = self.hub
-        revs = hub.revisions(repo_id)
-        if not revs:
-            return self._repo_not_found()
-        revision = hub.resolve(repo_id, rev)
+        revision = self._revision(repo_id, rev)
         if revision is None:
-            return self._rev_not_found(rev)
+            return
         if rp not in revision.files:
             return self._error(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": revision.commit})
         fi = hub.file_info(rp, revision.files[rp])

@@ -41,9 +41,12 @@ class Bed:
     def inventory(self) -> Path:
         return self.project / "testrigs.py"
 
-    def pyinfra(self, *args, inventory: Path | None = None, timeout: int = 1800) -> subprocess.CompletedProcess:
+    def pyinfra(self, *args, inventory: Path | None = None, timeout: int = 1800,
+                hf_token: str | None = None) -> subprocess.CompletedProcess:
         cmd = [*PYINFRA, str(inventory or self.inventory), "deploy.py", *args]
         env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+        if hf_token:
+            env["HF_TOKEN"] = hf_token
         env["PYINFRA_PROGRESS"] = "off"
         result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
         self.runs.append((cmd, result))
@@ -131,6 +134,8 @@ def bed(tmp_path_factory):
     try:
         rigs["rig1"] = Rig.create("rig1", free_port(), gpu_specs("2x3090", "rig1"), base_dir=rigs_dir).boot()
         rigs["rig2"] = Rig.create("rig2", free_port(), gpu_specs("3090", "rig2"), base_dir=rigs_dir).boot()
+        # Count this session's ccache hits only (the cache outlives test runs).
+        rigs["rig1"].ssh("CCACHE_DIR=/var/cache/ccache ccache --zero-stats >/dev/null")
         ports = {"rig1": free_port(), "rig2": free_port()}
         project = work / "project"
         write_project(project, hub_url, git_url, rigs, ports)

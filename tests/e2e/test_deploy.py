@@ -111,6 +111,28 @@ def test_dry_diff_shows_a_flag_change_then_the_run_restarts_only_that_service(be
     assert chat(bed.ports["rig1"]).strip()
 
 
+def test_hub_token_reaches_the_rig_download_and_nowhere_else(bed):
+    canary = "hf_CANARY0123456789abcdefTOKEN"
+    model_file = "/var/lib/llamarig/models/gemma/Q4_K_M/gemma-3-270m-Q4_K_M-00003-of-00003.gguf"
+    bed.ssh("rig2", f"truncate -s 1000 {model_file}")  # a damaged file: the next deploy fetches it again
+    bed.hub.clear_requests()
+    run = bed.pyinfra("-y", "-vv", hf_token=canary)
+    assert run.returncode == 0, run.stderr[-4000:]
+    fetched = [r for r in bed.hub.requests if r.path.endswith("00003-of-00003.gguf") and r.method == "GET"]
+    assert fetched and all(r.auth for r in fetched)  # the rig's download carried the token
+    assert bed.ssh("rig2", f"stat -c %s {model_file}").strip() != "1000"
+    assert bed.ssh("rig2", "stat -c '%a %U' /etc/llamarig/hub-token").strip() == "600 root"
+    assert canary not in run.stdout + run.stderr  # not in pyinfra's output, even at -vv
+    for rig in ("rig1", "rig2"):
+        assert canary not in bed.ssh(rig, "cat /etc/systemd/system/llamarig-*.service")
+        assert canary not in bed.ssh(rig, "journalctl --no-pager -o cat")
+        assert canary not in bed.ssh(rig, "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '", check=False)
+    # Without a token the file is removed again.
+    run = bed.pyinfra("-y")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert bed.ssh("rig2", "test -e /etc/llamarig/hub-token && echo present || echo absent").strip() == "absent"
+
+
 BAD_DATA = [
     # (label, python source of the rig1 host data overrides, expected text in the error)
     ("gpu index the rig lacks", "{'services': [dict(SVC, gpus=[0, 2])]}", "rig1: services[0].gpus[1] = 2: expected a GPU index below 2"),
@@ -125,7 +147,7 @@ BAD_DATA = [
     ("undeclared model", "{'services': [dict(SVC, model='glm')]}",
      "rig1: services[0].model = 'glm': expected a model declared under `models`"),
     ("power limit not positive", "{'power_limit_w': 0}", "rig1: power_limit_w = 0: expected a value >= 1"),
-    ("power limit not a number", "{'power_limits_w': {0: 'max'}}", "rig1: power_limits_w.0 = 'max': expected a value of type number"),
+    ("power limit not a number", "{'power_limits_w': {0: 'max'}}", "rig1: power_limits_w[0] = 'max': expected a value of type number"),
     ("port out of range", "{'services': [dict(SVC, port=99999)]}", "rig1: services[0].port = 99999: expected a value <= 65535"),
     ("misspelt key", "{'servcies': []}", "rig1: servcies = []: expected a known key"),
     ("unknown fork", "{'build_fork': 'vllm'}", "rig1: build_fork = 'vllm': expected one of llama.cpp, ik_llama.cpp"),
@@ -138,7 +160,11 @@ BAD_DATA = [
 def test_bad_data_is_refused_before_any_host_is_touched(bed, label, override, expected):
     unit_before = bed.unit_text("rig1")
     pid_before = bed.main_pid("rig1")
-    bad = bed.project / "badrigs.py"
+    # Same file name, so the same file-named group data applies; only rig1's host data differs.
+    (bed.project / "bad").mkdir(exist_ok=True)
+    if not (bed.project / "bad" / "group_data").exists():
+        (bed.project / "bad" / "group_data").symlink_to(bed.project / "group_data")
+    bad = bed.project / "bad" / "testrigs.py"
     bad.write_text(bed.inventory.read_text() + textwrap.dedent(f"""
         SVC = {{"name": "chat", "model": "gemma", "port": {bed.ports["rig1"]}, "gpus": [0, 1]}}
         garage = [(garage[0][0], {{**garage[0][1], **{override}}})]
@@ -149,6 +175,7 @@ def test_bad_data_is_refused_before_any_host_is_touched(bed, label, override, ex
     err = run.stderr + run.stdout
     assert expected.format(port=bed.ports["rig1"]) in err, err[-3000:]
     assert "no host was changed" in err
+    assert "rig2:" not in err  # only the rig with bad data is named
     assert "Traceback" not in err
     assert "Beginning operation run" not in err
     assert bed.unit_text("rig1") == unit_before

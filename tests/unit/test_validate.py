@@ -51,7 +51,7 @@ BAD = [
     ("overlapping GPUs not declared shared", rig(services=[svc(gpus=[0, 1]), svc(name="b", port=8081, gpus=[1])]),
      "rig1: services[1].gpus = [1]: expected GPUs not used by another service, or shared_gpus: true on both"),
     ("power limit for a GPU the rig lacks", rig(power_limits_w={5: 200}),
-     "rig1: power_limits_w.5 = 200: expected a GPU index below 2"),
+     "rig1: power_limits_w[5] = 200: expected a GPU index below 2"),
     ("service name with spaces", rig(services=[svc(name="my chat")]),
      "rig1: services[0].name = 'my chat': expected a string matching"),
     ("no llama-server target", rig(build_targets=["llama-bench"]),

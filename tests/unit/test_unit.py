@@ -1,0 +1,61 @@
+from llamarig.layout import pick_model_file, split_siblings
+from llamarig.unit import render_unit, systemd_quote
+from llamarig.validate import validate_host
+
+from .helpers import rig
+
+
+def doc_with(**service):
+    doc, problems = validate_host("garage", rig(services=[{"name": "chat", "model": "gemma", "port": 8000, **service}]))
+    assert problems == []
+    return doc
+
+
+def exec_start(text):
+    return next(line for line in text.splitlines() if line.startswith("ExecStart="))
+
+
+def test_systemd_quoting():
+    assert systemd_quote("--ctx-size") == "--ctx-size"
+    assert systemd_quote("blk\\.(3|4)\\.ffn=CUDA0") == '"blk\\\\.(3|4)\\\\.ffn=CUDA0"'
+    assert systemd_quote("100%") == "100%%"
+    assert systemd_quote("$HOME") == '"$$HOME"'
+    assert systemd_quote("a b") == '"a b"'
+    assert systemd_quote('say "hi"') == '"say \\"hi\\""'
+    assert systemd_quote("X=$1", dollar=False) == '"X=$1"'
+
+
+def test_unit_runs_the_stable_binary_with_the_model_and_flags():
+    doc = doc_with(ctx_size=4096, tensor_split=[1, 1])
+    text = render_unit("garage", doc, doc["services"][0], "gemma-00001-of-00003.gguf")
+    assert exec_start(text) == ("ExecStart=/opt/llamarig/llama.cpp/bin/llama-server --model "
+                                "/var/lib/llamarig/models/gemma/gemma-00001-of-00003.gguf --port 8000 "
+                                "--ctx-size 4096 --tensor-split 1,1")
+
+
+def test_unit_environment_and_hardening():
+    doc = doc_with(gpus=[1], environment={"GGML_X": "a b"})
+    text = render_unit("garage", doc, doc["services"][0], "m.gguf")
+    lines = text.splitlines()
+    assert "Environment=CUDA_DEVICE_ORDER=PCI_BUS_ID" in lines
+    assert "Environment=CUDA_VISIBLE_DEVICES=1" in lines
+    assert 'Environment="GGML_X=a b"' in lines
+    for setting in ("User=llama", "NoNewPrivileges=yes", "ProtectSystem=strict", "KillSignal=SIGINT",
+                    "ReadOnlyPaths=/var/lib/llamarig/models", "StartLimitBurst=3"):
+        assert setting in lines
+
+
+def test_cpu_rig_unit_has_no_cuda_environment():
+    doc, problems = validate_host("cpu", rig(gpus=[], services=[{"name": "c", "model": "gemma", "port": 1}]))
+    assert problems == []
+    assert "CUDA_VISIBLE_DEVICES" not in render_unit("cpu", doc, doc["services"][0], "m.gguf")
+
+
+def test_split_sets():
+    assert split_siblings("Q/x-00001-of-00003.gguf") == ["Q/x-00001-of-00003.gguf", "Q/x-00002-of-00003.gguf",
+                                                         "Q/x-00003-of-00003.gguf"]
+    assert split_siblings("x.gguf") == ["x.gguf"]
+    assert pick_model_file(["Q/x-00002-of-00002.gguf", "Q/x-00001-of-00002.gguf", "README.md"]) == "Q/x-00001-of-00002.gguf"
+    assert pick_model_file(["a.gguf", "mmproj-F16.gguf"]) == "a.gguf"
+    assert pick_model_file(["a.gguf", "b.gguf"]) is None
+    assert pick_model_file(["README.md"]) is None
