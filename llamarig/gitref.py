@@ -27,7 +27,10 @@ def resolve_ref(url: str, ref: str, timeout: float = 60) -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise GitRefError(f"git ls-remote failed: {exc}") from None
     if out.returncode != 0:
-        raise GitRefError(f"git ls-remote failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        fatal = [line for line in lines if line.startswith("fatal:")]
+        reason = (fatal or lines or [f"exit status {out.returncode}"])[0]
+        raise GitRefError(f"git ls-remote failed: {reason}")
     refs = {}
     for line in out.stdout.splitlines():
         sha, _, name = line.partition("\t")

@@ -7,6 +7,7 @@ anything is changed anywhere. Problems are printed together, never as a tracebac
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import click
@@ -24,7 +25,10 @@ class RigPlan:
     commit: str
 
 
-_plans: dict[int, dict[str, RigPlan]] = {}
+_plans: dict[int, dict[str, RigPlan] | None] = {}
+# pyinfra loads deploy.py for every host at once (gevent greenlets, threading is patched):
+# one of them plans all hosts, the others wait for it.
+_lock = threading.Lock()
 
 
 def _plan_all() -> dict[str, RigPlan]:
@@ -61,6 +65,14 @@ def _plan_all() -> dict[str, RigPlan]:
 def rig_plan() -> RigPlan:
     """The validated, resolved plan of the current host (all hosts are checked on first use)."""
     key = id(state)
-    if key not in _plans:
-        _plans[key] = _plan_all()
-    return _plans[key][host.name]
+    with _lock:
+        if key not in _plans:
+            try:
+                _plans[key] = _plan_all()
+            except SystemExit:
+                _plans[key] = None
+                raise
+    plans = _plans[key]
+    if plans is None:  # another host's call already reported the problems
+        raise SystemExit(2)
+    return plans[host.name]
