@@ -26,9 +26,11 @@ echo "demo: deploying (first time: builds llama.cpp on the rig, about 5 minutes 
 .venv/bin/pyinfra -y inventory/demo.py deploy.py
 
 echo
-echo "demo: asking the rig's llama-server (127.0.0.1:8080) a question:"
-curl -sS http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \
-    -d '{"messages":[{"role":"user","content":"In one sentence: what is a home inference rig?"}],"max_tokens":48}' \
-  | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"].strip())'
+echo "demo: asking the rig's llama-server (127.0.0.1:8080), a base model, to complete a line:"
+prompt='Question: What is the capital of France?\nAnswer:'
+echo "  $prompt" | sed 's/\\n/\n  /'
+curl -sS http://127.0.0.1:8080/v1/completions -H 'Content-Type: application/json' \
+    -d "{\"prompt\": \"$prompt\", \"max_tokens\": 16, \"temperature\": 0, \"stop\": [\"\\n\"]}" \
+  | .venv/bin/python -c 'import json,sys; print("  the model answers:", json.load(sys.stdin)["choices"][0]["text"].strip())'
 echo
 echo "demo: stop the rig with: .venv/bin/python -m testbed down --workdir $LLAMARIG_DEMO_DIR"
