@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from conftest import need_root
+from .conftest import need_root
 from testbed.common import free_port
 from testbed.rig import Rig, _listener_pids, _container_root, gpu_specs, processes_of, stop_all
 
