@@ -51,3 +51,14 @@ def power_changes(declared: list[dict], gpus: list[dict], limits: dict[int, floa
                 f"{{ echo \"llamarig: GPU {i} power limit reads back as $got W, wanted {watts:g} W\" >&2; exit 1; }}"
             )
     return commands, []
+
+
+def boot_commands(limits: dict[int, float], persistence: bool, n_gpus: int) -> list[str]:
+    """ExecStart= lines of the boot-time unit: every declared setting, unconditionally, GPU by GPU."""
+    commands = []
+    for index in range(n_gpus):
+        if persistence:
+            commands.append(f"nvidia-smi -i {index} -pm 1")
+        if index in limits:
+            commands.append(f"nvidia-smi -i {index} -pl {limits[index]:g}")
+    return commands

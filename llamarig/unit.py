@@ -63,7 +63,14 @@ def _env():
     )
 
 
-def render_unit(host: str, doc: dict, service: dict, model_file: str, power_unit: str | None = None) -> str:
+POWER_UNIT = "llamarig-power.service"
+
+
+def render_power_unit(host: str, commands: list[str]) -> str:
+    return _env().get_template("llamarig-power.service.j2").render(host=host, commands=commands)
+
+
+def render_unit(host: str, doc: dict, service: dict, model_file: str) -> str:
     """The unit text of ``service`` on rig ``host``; ``model_file`` is relative to the model's repo."""
     model = dict(doc["models"][service["model"]], name=service["model"])
     binary = layout.server_binary(doc["build_root"], doc["build_fork"])
@@ -77,5 +84,5 @@ def render_unit(host: str, doc: dict, service: dict, model_file: str, power_unit
         environment=environment_lines(service_environment(doc, service)),
         exec_start=exec_start,
         models_dir=doc["models_dir"],
-        power_unit=power_unit,
+        power_unit=POWER_UNIT if doc["gpus"] else None,
     )

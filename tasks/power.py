@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from io import StringIO
+
 from pyinfra import host
 from pyinfra.api import FactBase, StringCommand, deploy, operation
+from pyinfra.operations import files, systemd
 
-from llamarig.power import power_changes
+from llamarig.power import boot_commands, power_changes
+from llamarig.unit import POWER_UNIT, render_power_unit
 
 from .util import fail_command
 
@@ -79,5 +83,10 @@ def apply(rig):
         return None
     limits = {i: doc["power_limits_w"].get(i, doc["power_limit_w"]) for i in range(len(doc["gpus"]))}
     limits = {i: w for i, w in limits.items() if w is not None}
-    return gpu_power(name="GPU persistence mode and power limits", declared_gpus=doc["gpus"],
-                     limits=limits, persistence=doc["power_persistence_mode"])
+    applied = gpu_power(name="GPU persistence mode and power limits", declared_gpus=doc["gpus"],
+                        limits=limits, persistence=doc["power_persistence_mode"])
+    text = render_power_unit(host.name, boot_commands(limits, doc["power_persistence_mode"], len(doc["gpus"])))
+    unit = files.put(name=f"Boot unit {POWER_UNIT}", src=StringIO(text), dest=f"/etc/systemd/system/{POWER_UNIT}", mode="644")
+    systemd.daemon_reload(name="systemd daemon-reload", _if=unit.did_change)
+    systemd.service(name=f"Enable {POWER_UNIT}", service=POWER_UNIT, running=True, enabled=True)
+    return applied

@@ -102,13 +102,16 @@ def write_project(project: Path, hub_url: str, git_url: str, rigs: dict, ports: 
 
 def write_garage(project: Path, ports: dict, temp: float) -> None:
     (project / "group_data" / "garage.py").write_text(textwrap.dedent(f"""\
-        gpus = [{{"model": "NVIDIA GeForce RTX 3090", "memory_gib": 24}}] * 2
+        gpus = [{{"model": "NVIDIA GeForce RTX 3090", "memory_gib": 24}}] * 3
         power_limits_w = {{0: 300, 1: 250}}
         services = [{{
             "name": "chat", "model": "gemma", "port": {ports["rig1"]}, "ctx_size": 4096,
             "gpus": [0, 1], "tensor_split": [3, 1], "threads": 2, "parallel": 1,
             "tensor_overrides": [["blk\\\\.1[0-7]\\\\.ffn_(gate|up|down)", "CPU"]],
             "sampling": {{"temp": {temp}}},
+        }}, {{
+            "name": "chat2", "model": "gemma", "port": {ports["rig1b"]}, "ctx_size": 1024,
+            "gpus": [2], "threads": 1, "parallel": 1,
         }}]
     """))
 
@@ -132,11 +135,11 @@ def bed(tmp_path_factory):
     rigs_dir = work / "rigs"
     rigs = {}
     try:
-        rigs["rig1"] = Rig.create("rig1", free_port(), gpu_specs("2x3090", "rig1"), base_dir=rigs_dir).boot()
+        rigs["rig1"] = Rig.create("rig1", free_port(), gpu_specs("3x3090", "rig1"), base_dir=rigs_dir).boot()
         rigs["rig2"] = Rig.create("rig2", free_port(), gpu_specs("3090", "rig2"), base_dir=rigs_dir).boot()
         # Count this session's ccache hits only (the cache outlives test runs).
         rigs["rig1"].ssh("CCACHE_DIR=/var/cache/ccache ccache --zero-stats >/dev/null")
-        ports = {"rig1": free_port(), "rig2": free_port()}
+        ports = {"rig1": free_port(), "rig1b": free_port(), "rig2": free_port()}
         project = work / "project"
         write_project(project, hub_url, git_url, rigs, ports)
         yield Bed(project=project, hub=hub, hub_url=hub_url, git_url=git_url, rigs=rigs, ports=ports)

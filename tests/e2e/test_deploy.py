@@ -49,20 +49,24 @@ def test_first_deploy_serves_both_rigs(bed):
     assert failed_ops(run) == {}
     changed = changed_ops(run)
     assert any(name.startswith("Build | Build llama.cpp") for name in changed), changed
-    for rig in ("rig1", "rig2"):
-        assert bed.ssh(rig, "systemctl is-active llamarig-chat.service").strip() == "active"
-        assert chat(bed.ports[rig]).strip()
+    for rig, unit in (("rig1", "chat"), ("rig1", "chat2"), ("rig2", "chat")):
+        assert bed.ssh(rig, f"systemctl is-active llamarig-{unit}.service").strip() == "active"
+    # Two services at once on rig1, each on its own GPUs and port, both answering.
+    for port in (bed.ports["rig1"], bed.ports["rig1b"], bed.ports["rig2"]):
+        assert chat(port).strip()
     # The verify step reported the live context it saw, as a live fact.
-    assert "[live] healthy, n_ctx 4096" in run.stderr and "[live] healthy, n_ctx 2048" in run.stderr
+    for n_ctx in (4096, 1024, 2048):
+        assert f"[live] healthy, n_ctx {n_ctx}" in run.stderr
     # Power: limits per GPU (rig1, from group data) and per rig (rig2), set and kept by the stand-in nvidia-smi.
     q = "nvidia-smi --query-gpu=power.limit,persistence_mode --format=csv,noheader,nounits"
-    assert bed.ssh("rig1", q).split("\n")[:2] == ["300.00, Enabled", "250.00, Enabled"]
+    assert bed.ssh("rig1", q).split("\n")[:3] == ["300.00, Enabled", "250.00, Enabled", "350.00, Enabled"]
     assert bed.ssh("rig2", q).strip() == "280.00, Enabled"
     # The unit carries the declared GPUs, and the regex reached llama-server intact through systemd's quoting.
     cmdline = bed.ssh("rig1", "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value llamarig-chat)/cmdline")
     assert "blk\\.1[0-7]\\.ffn_(gate|up|down)=CPU" in cmdline.split("\n")
-    environ = bed.ssh("rig1", "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value llamarig-chat)/environ")
-    assert "CUDA_VISIBLE_DEVICES=0,1" in environ.split("\n")
+    for unit, devices in (("chat", "0,1"), ("chat2", "2")):
+        environ = bed.ssh("rig1", f"tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value llamarig-{unit})/environ")
+        assert f"CUDA_VISIBLE_DEVICES={devices}" in environ.split("\n")
     # Both rigs share one ccache: the second build of the same commit and options hit it.
     stats = bed.ssh("rig1", "CCACHE_DIR=/var/cache/ccache ccache --print-stats")
     hits = dict(line.split("\t") for line in stats.splitlines() if "\t" in line)
@@ -91,6 +95,7 @@ def test_second_deploy_changes_nothing(bed):
 def test_dry_diff_shows_a_flag_change_then_the_run_restarts_only_that_service(bed):
     unit_before = bed.unit_text("rig1")
     pids = {rig: bed.main_pid(rig) for rig in ("rig1", "rig2")}
+    other_pid = bed.main_pid("rig1", "chat2")
     write_garage(bed.project, bed.ports, temp=0.3)
 
     dry = bed.pyinfra("--dry", "--diff")
@@ -108,7 +113,27 @@ def test_dry_diff_shows_a_flag_change_then_the_run_restarts_only_that_service(be
     assert "--temp 0.3" in bed.unit_text("rig1")
     assert bed.main_pid("rig1") != pids["rig1"]
     assert bed.main_pid("rig2") == pids["rig2"]
+    assert bed.main_pid("rig1", "chat2") == other_pid  # the other service of the same rig kept running
     assert chat(bed.ports["rig1"]).strip()
+
+
+def test_a_rebooted_rig_comes_back_with_its_power_limits_and_services(bed):
+    q = "nvidia-smi --query-gpu=power.limit,persistence_mode --format=csv,noheader,nounits"
+    bed.rigs["rig1"].reboot()
+    # No deploy in between: the boot unit re-applied what nvidia-smi forgot at reboot.
+    assert bed.ssh("rig1", q).split("\n")[:3] == ["300.00, Enabled", "250.00, Enabled", "350.00, Enabled"]
+    order = bed.ssh("rig1", "systemctl show -p After --value llamarig-chat.service")
+    assert "llamarig-power.service" in order.split()
+    deadline = time.monotonic() + 120
+    for port in (bed.ports["rig1"], bed.ports["rig1b"]):
+        while True:
+            try:
+                assert chat(port).strip()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
 
 
 def test_hub_token_reaches_the_rig_download_and_nowhere_else(bed):
@@ -180,3 +205,35 @@ def test_bad_data_is_refused_before_any_host_is_touched(bed, label, override, ex
     assert "Beginning operation run" not in err
     assert bed.unit_text("rig1") == unit_before
     assert bed.main_pid("rig1") == pid_before
+
+
+def test_a_third_rig_from_group_data_alone_deploys_under_limit(bed):
+    """rig3 is only a name in the inventory; group_data/shed.py says everything else. --limit leaves the others alone."""
+    from testbed.common import free_port
+    from testbed.rig import Rig, gpu_specs
+
+    rig3 = Rig.create("rig3", free_port(), gpu_specs("3060", "rig3"), base_dir=bed.rigs["rig1"].dir.parent).boot()
+    bed.rigs["rig3"] = rig3
+    bed.ports["rig3"] = free_port()
+    key = rig3.ssh_config()["key"]
+    (bed.project / "group_data" / "shed.py").write_text(textwrap.dedent(f"""\
+        ssh_hostname = "127.0.0.1"
+        ssh_port = {rig3.ssh_port}
+        ssh_user = "root"
+        ssh_key = {key!r}
+        ssh_known_hosts_file = "/dev/null"
+        ssh_strict_host_key_checking = "no"
+        gpus = [{{"model": "NVIDIA GeForce RTX 3060", "memory_gib": 12}}]
+        power_limit_w = 150
+        services = [{{"name": "chat", "model": "gemma", "port": {bed.ports["rig3"]}, "ctx_size": 1024, "threads": 1}}]
+    """))
+    bed.inventory.write_text(bed.inventory.read_text() + 'shed = ["rig3"]\n')
+    pids = {rig: bed.main_pid(rig) for rig in ("rig1", "rig2")}
+
+    run = bed.pyinfra("-y", "--json", "--limit", "shed")
+    assert run.returncode == 0, run.stderr[-4000:]
+    hosts = {h for op in results(run)["results"]["operations"] for h in op["success"] + op["no_change"] + op["error"]}
+    assert hosts == {"rig3"}
+    assert chat(bed.ports["rig3"]).strip()
+    assert bed.ssh("rig3", "nvidia-smi --query-gpu=power.limit --format=csv,noheader,nounits").strip() == "150.00"
+    assert {rig: bed.main_pid(rig) for rig in ("rig1", "rig2")} == pids

@@ -59,3 +59,22 @@ def test_split_sets():
     assert pick_model_file(["a.gguf", "mmproj-F16.gguf"]) == "a.gguf"
     assert pick_model_file(["a.gguf", "b.gguf"]) is None
     assert pick_model_file(["README.md"]) is None
+
+
+def test_power_boot_unit_sets_every_declared_setting():
+    from llamarig.power import boot_commands
+    from llamarig.unit import render_power_unit
+
+    commands = boot_commands({0: 300.0, 2: 250.5}, persistence=True, n_gpus=3)
+    assert commands == ["nvidia-smi -i 0 -pm 1", "nvidia-smi -i 0 -pl 300", "nvidia-smi -i 1 -pm 1",
+                        "nvidia-smi -i 2 -pm 1", "nvidia-smi -i 2 -pl 250.5"]
+    text = render_power_unit("garage", commands)
+    assert "Type=oneshot" in text and "RemainAfterExit=yes" in text and "WantedBy=multi-user.target" in text
+    assert [line for line in text.splitlines() if line.startswith("ExecStart=")] == [f"ExecStart={c}" for c in commands]
+
+
+def test_gpu_services_start_after_the_power_unit():
+    doc = doc_with()
+    lines = render_unit("garage", doc, doc["services"][0], "m.gguf").splitlines()
+    assert "After=network-online.target llamarig-power.service" in lines
+    assert "Wants=network-online.target llamarig-power.service" in lines
