@@ -23,16 +23,18 @@ def _csv(values: list) -> str:
     return ",".join(_num(v) for v in values)
 
 
-# (service key, flag, how the value becomes the flag's argument)
+# (service key, flag, how the value becomes the flag's argument); both forks spell these alike.
 VALUE_FLAGS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("alias", "--alias", str),
     ("host", "--host", str),
     ("port", "--port", _num),
     ("ctx_size", "--ctx-size", _num),
+    ("n_predict", "--n-predict", _num),
     ("n_gpu_layers", "--n-gpu-layers", _num),
     ("split_mode", "--split-mode", str),
     ("main_gpu", "--main-gpu", _num),
     ("tensor_split", "--tensor-split", _csv),
+    ("n_cpu_moe", "--n-cpu-moe", _num),
     ("cache_type_k", "--cache-type-k", str),
     ("cache_type_v", "--cache-type-v", str),
     ("threads", "--threads", _num),
@@ -41,13 +43,34 @@ VALUE_FLAGS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("ubatch_size", "--ubatch-size", _num),
     ("parallel", "--parallel", _num),
     ("flash_attn", "--flash-attn", str),
+    ("reasoning", "--reasoning", str),
+    ("reasoning_budget", "--reasoning-budget", _num),
+    ("max_extra_alloc", "--max-extra-alloc", _num),
+    ("max_gpu", "--max-gpu", _num),
+    ("mla_use", "--mla-use", _num),
+    ("attention_max_batch", "--attention-max-batch", _num),
 ]
 
-# (service key, flag when true, flag when false)
-BOOL_FLAGS: list[tuple[str, str, str]] = [
-    ("mmap", "--mmap", "--no-mmap"),
-    ("jinja", "--jinja", "--no-jinja"),
-]
+# (service key, flag when true, flag when false), per fork; None: that value is the fork's
+# default and renders nothing (llamarig/forks.py says where each fork differs).
+BOOL_FLAGS: dict[str, list[tuple[str, str | None, str | None]]] = {
+    "llama.cpp": [
+        ("cpu_moe", "--cpu-moe", None),
+        ("mmap", "--mmap", "--no-mmap"),
+        ("jinja", "--jinja", "--no-jinja"),
+    ],
+    "ik_llama.cpp": [
+        ("cpu_moe", "--cpu-moe", None),
+        ("mmap", None, "--no-mmap"),
+        ("jinja", "--jinja", None),
+        ("fit", "--fit", None),
+        ("grouped_expert_routing", "--grouped-expert-routing", None),
+        ("merge_qkv", "--merge-qkv", None),
+        ("split_mode_graph_scheduling", "--split-mode-graph-scheduling", None),
+        ("run_time_repack", "--run-time-repack", None),
+        ("fused_moe", None, "--no-fused-moe"),
+    ],
+}
 
 SAMPLING_FLAGS: list[tuple[str, str]] = [
     ("temp", "--temp"),
@@ -58,20 +81,22 @@ SAMPLING_FLAGS: list[tuple[str, str]] = [
 ]
 
 
-def server_args(service: dict, model_path: str) -> list[str]:
-    """llama-server arguments for a validated service (no program name)."""
+def server_args(service: dict, model_path: str, fork: str = "llama.cpp") -> list[str]:
+    """llama-server arguments of a validated service for ``fork`` (no program name)."""
     args = ["--model", model_path]
     for key, flag, fmt in VALUE_FLAGS:
         value = service.get(key)
         if value is not None:
             args += [flag, fmt(value)]
+    # One --override-tensor per pair, in the declared order: both parsers append them, first match wins.
     for pattern, device in service.get("tensor_overrides") or []:
         args += ["--override-tensor", f"{pattern}={device}"]
-    for key, on, off in BOOL_FLAGS:
+    for key, on, off in BOOL_FLAGS[fork]:
         value = service.get(key)
-        if value is not None:
-            args.append(on if value else off)
-    if service.get("fit") is not None:
+        flag = on if value else off
+        if value is not None and flag:
+            args.append(flag)
+    if fork == "llama.cpp" and service.get("fit") is not None:
         args += ["--fit", "on" if service["fit"] else "off"]
     sampling = service.get("sampling") or {}
     for key, flag in SAMPLING_FLAGS:

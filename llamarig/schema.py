@@ -13,8 +13,20 @@ reference is generated from it (``python -m llamarig.refdoc``).
 
 from __future__ import annotations
 
-CACHE_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
-FORKS = ["llama.cpp", "ik_llama.cpp"]
+from .forks import CACHE_TYPES as _FORK_CACHE_TYPES
+from .forks import FORKS as _FORKS
+from .forks import SPLIT_MODES as _FORK_SPLIT_MODES
+
+FORKS = list(_FORKS)
+# Every fork's values; validate.py checks the rig's own fork (llamarig/forks.py).
+CACHE_TYPES = sorted({t for types in _FORK_CACHE_TYPES.values() for t in types})
+SPLIT_MODES = sorted({m for modes in _FORK_SPLIT_MODES.values() for m in modes})
+_CACHE_CANON = {t.lower(): t for t in CACHE_TYPES}
+
+
+def _cache_type(value):
+    """Cache types as the parsers spell them (`Q8_0` -> `q8_0`, `q8_kv` -> `q8_KV`): both parsers compare exactly."""
+    return _CACHE_CANON.get(value.lower(), value) if isinstance(value, str) else value
 NAME_REGEX = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 
@@ -67,9 +79,9 @@ SERVICE_SCHEMA = {
              "meta": _doc("`--port`", 8000)},
     "ctx_size": _nullable({"type": "integer", "default": None, "min": 0,
                            "meta": _doc("`--ctx-size`; checked live through `/props` after every start", 131072)}),
-    "cache_type_k": _nullable({"type": "string", "default": None, "allowed": CACHE_TYPES,
-                               "meta": _doc("`--cache-type-k`", "q8_0")}),
-    "cache_type_v": _nullable({"type": "string", "default": None, "allowed": CACHE_TYPES,
+    "cache_type_k": _nullable({"type": "string", "default": None, "allowed": CACHE_TYPES, "coerce": _cache_type,
+                               "meta": _doc("`--cache-type-k` (any case; q6_0 and q8_KV: ik_llama.cpp only)", "q8_0")}),
+    "cache_type_v": _nullable({"type": "string", "default": None, "allowed": CACHE_TYPES, "coerce": _cache_type,
                                "meta": _doc("`--cache-type-v`", "q8_0")}),
     "gpus": _nullable({"type": "list", "default": None, "schema": {"type": "integer", "min": 0},
                        "meta": _doc("indices of the rig's `gpus` this service uses (`CUDA_VISIBLE_DEVICES`); "
@@ -78,8 +90,8 @@ SERVICE_SCHEMA = {
                     "meta": _doc("allow this service's GPUs to overlap another service's", False)},
     "n_gpu_layers": _nullable({"type": "integer", "default": None, "min": -1,
                                "meta": _doc("`--n-gpu-layers`; null: not passed (the fork's default)", 999)}),
-    "split_mode": _nullable({"type": "string", "default": None, "allowed": ["none", "layer", "row"],
-                             "meta": _doc("`--split-mode`", "layer")}),
+    "split_mode": _nullable({"type": "string", "default": None, "allowed": SPLIT_MODES,
+                             "meta": _doc("`--split-mode`: none, layer, row, tensor (llama.cpp); none, layer, attn, graph (ik_llama.cpp)", "layer")}),
     "main_gpu": _nullable({"type": "integer", "default": None, "min": 0,
                            "meta": _doc("`--main-gpu`, an index into the service's GPUs", 0)}),
     "tensor_split": _nullable({"type": "list", "default": None, "minlength": 1,
@@ -91,6 +103,27 @@ SERVICE_SCHEMA = {
                          "meta": _doc("ordered `--override-tensor` pairs [regex, device]; first match wins, "
                                       "device is CPU or CUDAi (i indexes the service's GPUs)",
                                       [["blk\\.(3|4)\\.ffn_.*_exps\\.", "CUDA0"], ["ffn_.*_exps\\.", "CPU"]])},
+    "n_cpu_moe": _nullable({"type": "integer", "default": None, "min": 0,
+                            "meta": _doc("`--n-cpu-moe N`: experts of N layers on the CPU (which layers differs by fork: see llamarig/forks.py)", 72)}),
+    "cpu_moe": _nullable({"type": "boolean", "default": None, "meta": _doc("true: `--cpu-moe`, every expert on the CPU", True)}),
+    "n_predict": _nullable({"type": "integer", "default": None, "min": -2, "meta": _doc("`--n-predict`", -1)}),
+    "reasoning": _nullable({"type": "string", "default": None, "allowed": ["on", "off", "auto"],
+                            "meta": _doc("`--reasoning on|off|auto` (llama.cpp)", "off")}),
+    "reasoning_budget": _nullable({"type": "integer", "default": None, "min": -1, "meta": _doc("`--reasoning-budget`", 0)}),
+    "grouped_expert_routing": _nullable({"type": "boolean", "default": None,
+                                         "meta": _doc("true: `--grouped-expert-routing` (-ger, ik_llama.cpp)", True)}),
+    "merge_qkv": _nullable({"type": "boolean", "default": None, "meta": _doc("true: `--merge-qkv` (ik_llama.cpp)", True)}),
+    "split_mode_graph_scheduling": _nullable({"type": "boolean", "default": None,
+                                              "meta": _doc("true: `--split-mode-graph-scheduling` (-smgs, ik_llama.cpp)", True)}),
+    "max_extra_alloc": _nullable({"type": "integer", "default": None, "min": 0,
+                                  "meta": _doc("`--max-extra-alloc` MiB (-mea, ik_llama.cpp)", 256)}),
+    "max_gpu": _nullable({"type": "integer", "default": None, "min": 0, "meta": _doc("`--max-gpu` (ik_llama.cpp, split mode graph)", 3)}),
+    "mla_use": _nullable({"type": "integer", "default": None, "min": 0, "max": 3, "meta": _doc("`--mla-use` (-mla, ik_llama.cpp)", 3)}),
+    "attention_max_batch": _nullable({"type": "integer", "default": None, "min": 0,
+                                      "meta": _doc("`--attention-max-batch` (-amb, ik_llama.cpp)", 512)}),
+    "run_time_repack": _nullable({"type": "boolean", "default": None, "meta": _doc("true: `--run-time-repack` (-rtr, ik_llama.cpp)", True)}),
+    "fused_moe": _nullable({"type": "boolean", "default": None,
+                            "meta": _doc("false: `--no-fused-moe` (ik_llama.cpp; fused MoE is its default)", False)}),
     "threads": _nullable({"type": "integer", "default": None, "min": 1, "meta": _doc("`--threads`", 12)}),
     "threads_batch": _nullable({"type": "integer", "default": None, "min": 1, "meta": _doc("`--threads-batch`", 24)}),
     "batch_size": _nullable({"type": "integer", "default": None, "min": 1, "meta": _doc("`--batch-size`", 2048)}),

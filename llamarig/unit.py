@@ -35,6 +35,36 @@ def systemd_quote(word: str, *, dollar: bool = True) -> str:
     return f'"{escaped}"'
 
 
+def systemd_split(line: str) -> list[str]:
+    """Split an ExecStart= value into the argv systemd passes (the inverse of ``systemd_quote``)."""
+    words: list[str] = []
+    word, quoted, i, has_word = "", False, 0, False
+    while i < len(line):
+        c = line[i]
+        if quoted:
+            if c == "\\" and i + 1 < len(line):
+                word += line[i + 1]
+                i += 2
+                continue
+            if c == '"':
+                quoted = False
+            else:
+                word += c
+        elif c == '"':
+            quoted, has_word = True, True
+        elif c.isspace():
+            if has_word:
+                words.append(word)
+            word, has_word = "", False
+        else:
+            word += c
+            has_word = True
+        i += 1
+    if has_word:
+        words.append(word)
+    return [w.replace("%%", "%").replace("$$", "$") for w in words]
+
+
 def environment_lines(env: dict[str, str]) -> list[str]:
     return [systemd_quote(f"{key}={value}", dollar=False) for key, value in env.items()]
 
@@ -74,7 +104,7 @@ def render_unit(host: str, doc: dict, service: dict, model_file: str) -> str:
     """The unit text of ``service`` on rig ``host``; ``model_file`` is relative to the model's repo."""
     model = dict(doc["models"][service["model"]], name=service["model"])
     binary = layout.server_binary(doc["build_root"], doc["build_fork"])
-    args = server_args(service, layout.model_path(doc["models_dir"], service["model"], model_file))
+    args = server_args(service, layout.model_path(doc["models_dir"], service["model"], model_file), doc["build_fork"])
     exec_start = " ".join(systemd_quote(w) for w in [binary, *args])
     return _env().get_template("llama-server.service.j2").render(
         host=host,

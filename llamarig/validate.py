@@ -15,6 +15,7 @@ from typing import Any
 
 from cerberus import Validator
 
+from .forks import fork_problems
 from .schema import FOREIGN_KEY_PREFIXES, SCHEMA
 
 _MISSING = object()
@@ -109,6 +110,7 @@ def service_gpus(doc: dict, service: dict) -> list[int]:
     return list(service["gpus"])
 
 
+RESERVED_NAMES = {"power"}  # llamarig-power.service is the boot-time power unit
 _DEVICE = re.compile(r"^(CPU|CUDA(\d+))$")
 _ARCH = re.compile(r"^\d{2,3}[a-z]?(-real|-virtual)?$")
 
@@ -154,6 +156,8 @@ def cross_check(host: str, doc: dict) -> list[Problem]:
         if svc["name"] in seen_names:
             bad(f"{where}.name", svc["name"], f"a name no other service of this rig has (services[{seen_names[svc['name']]}] has it)")
         seen_names.setdefault(svc["name"], i)
+        if svc["name"] in RESERVED_NAMES:
+            bad(f"{where}.name", svc["name"], f"a name other than {', '.join(sorted(RESERVED_NAMES))} (llamarig's own units use them)")
         if svc["port"] in seen_ports:
             bad(f"{where}.port", svc["port"], f"a port no other service of this rig uses (services[{seen_ports[svc['port']]}] has it)")
         seen_ports.setdefault(svc["port"], i)
@@ -182,6 +186,9 @@ def cross_check(host: str, doc: dict) -> list[Problem]:
             bad(f"{where}.tensor_split", svc["tensor_split"], "at least one non-zero proportion")
         if svc["main_gpu"] is not None and svc["main_gpu"] >= max(len(gpus), 1):
             bad(f"{where}.main_gpu", svc["main_gpu"], f"an index below {len(gpus)} into the service's GPUs")
+
+        for key, value, expected in fork_problems(doc["build_fork"], svc):
+            bad(f"{where}.{key}", value, expected)
 
         for j, (pattern, device) in enumerate(svc["tensor_overrides"]):
             try:

@@ -11,13 +11,13 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from llamarig import layout
-from llamarig.unit import render_unit
+from llamarig.unit import POWER_UNIT, render_unit
 
 UNIT_DIR = "/etc/systemd/system"
 
 
 class LlamarigUnits(FactBase):
-    """Names of the llamarig-*.service units installed on the rig."""
+    """Names of the llamarig-*.service units of services installed on the rig (the power unit is not one)."""
 
     @staticmethod
     def default():
@@ -27,7 +27,7 @@ class LlamarigUnits(FactBase):
         return f"ls {UNIT_DIR} | grep -E '^llamarig-.*\\.service$' || true"
 
     def process(self, output):
-        return sorted(line.strip() for line in output if line.strip())
+        return sorted(line.strip() for line in output if line.strip() and line.strip() != POWER_UNIT)
 
 
 def rendered_units(rig) -> dict[str, str]:

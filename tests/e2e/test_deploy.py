@@ -160,7 +160,7 @@ def test_hub_token_reaches_the_rig_download_and_nowhere_else(bed):
 
 BAD_DATA = [
     # (label, python source of the rig1 host data overrides, expected text in the error)
-    ("gpu index the rig lacks", "{'services': [dict(SVC, gpus=[0, 2])]}", "rig1: services[0].gpus[1] = 2: expected a GPU index below 2"),
+    ("gpu index the rig lacks", "{'services': [dict(SVC, gpus=[0, 5])]}", "rig1: services[0].gpus[1] = 5: expected a GPU index below 3"),
     ("two services on one port", "{'services': [dict(SVC, gpus=[0]), dict(SVC, name='two', gpus=[1])]}",
      "rig1: services[1].port = {port}: expected a port no other service of this rig uses"),
     ("tensor split length", "{'services': [dict(SVC, tensor_split=[1, 1, 1])]}",

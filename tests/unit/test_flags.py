@@ -51,5 +51,33 @@ def test_extra_args_come_last_verbatim():
     assert args[-3:] == ["--jinja", "--reasoning", "off"]
 
 
+def ik_service(**kw):
+    doc, problems = validate_host("r", rig(build_fork="ik_llama.cpp",
+                                            services=[{"name": "s", "model": "gemma", "port": 8000, **kw}]))
+    assert problems == []
+    return doc["services"][0]
+
+
+@pytest.mark.parametrize("key,value,mainline,ik", [
+    ("jinja", False, ["--no-jinja"], []),          # ik has no --no-jinja: off is its default
+    ("mmap", False, ["--no-mmap"], ["--no-mmap"]),
+    ("fit", True, ["--fit", "on"], ["--fit"]),      # ik's --fit is a bare flag
+    ("fit", False, ["--fit", "off"], []),
+    ("cpu_moe", True, ["--cpu-moe"], ["--cpu-moe"]),
+])
+def test_bool_flags_per_fork(key, value, mainline, ik):
+    assert server_args(service(**{key: value}), "/m", "llama.cpp")[4:] == mainline
+    assert server_args(ik_service(**{key: value}), "/m", "ik_llama.cpp")[4:] == ik
+
+
+def test_ik_only_flags():
+    args = server_args(ik_service(split_mode="graph", grouped_expert_routing=True, merge_qkv=True,
+                                  split_mode_graph_scheduling=True, max_extra_alloc=256, n_cpu_moe=72,
+                                  fused_moe=False, cache_type_k="Q8_kv"), "/m", "ik_llama.cpp")
+    assert args[4:] == ["--split-mode", "graph", "--n-cpu-moe", "72", "--cache-type-k", "q8_KV",
+                        "--max-extra-alloc", "256", "--grouped-expert-routing", "--merge-qkv",
+                        "--split-mode-graph-scheduling", "--no-fused-moe"]
+
+
 def test_flag_names_skip_values_and_negative_numbers():
     assert flag_names(["--model", "/m", "--n-gpu-layers", "-1", "--fit=off"]) == ["--model", "--n-gpu-layers", "--fit"]
