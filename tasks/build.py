@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyinfra import host
@@ -18,6 +19,14 @@ from .power import GpuState
 from .util import fail_command, quote_all
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+@dataclass(frozen=True)
+class Built:
+    """The operations that build and switch to the rig's build, and its prefix."""
+
+    ops: tuple
+    prefix: str
 
 
 class NvccPath(FactBase):
@@ -92,4 +101,4 @@ def apply(rig):
     built = llama_build(name=f"Build {doc['build_fork']} {rig.commit[:12]} ({kind})", plan=plan,
                         jobs=doc["build_jobs"], ccache_dir=doc["build_ccache_dir"], script=script)
     link = files.link(name=f"Use build {plan['key']}", path=plan["link"], target=plan["prefix"], symbolic=True)
-    return built, link
+    return Built(ops=(built, link), prefix=plan["prefix"])

@@ -6,12 +6,16 @@ import shlex
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import FactBase, deploy
+from pyinfra.api import FactBase, deploy, operation
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from llamarig import layout
+from llamarig.flags import server_args
+from llamarig.helpflags import accepted_flags, unknown_flags
 from llamarig.unit import POWER_UNIT, render_unit
+
+from .util import executing, fail_command
 
 UNIT_DIR = "/etc/systemd/system"
 
@@ -30,6 +34,48 @@ class LlamarigUnits(FactBase):
         return sorted(line.strip() for line in output if line.strip() and line.strip() != POWER_UNIT)
 
 
+class ServerHelp(FactBase):
+    """What a llama-server binary prints for --help ('' when it is missing)."""
+
+    def command(self, binary):
+        q = shlex.quote(binary)
+        return f"if test -x {q}; then {q} --help 2>&1 || true; fi"
+
+    def process(self, output):
+        return "\n".join(output)
+
+    @staticmethod
+    def default():
+        return ""
+
+
+@operation()
+def server_unit(unit: str, text: str, argv: list, fork: str, binary: str):
+    """
+    Install a llama-server unit, once the build it runs has shown it accepts every flag.
+
+    + unit: the unit's file name
+    + text: the rendered unit
+    + argv: the llama-server arguments in it (extra arguments included)
+    + fork: llama.cpp or ik_llama.cpp (ik's --help leaves flags out; see llamarig/helpflags.py)
+    + binary: the llama-server of the build the unit will run
+
+    While executing, reads ``binary --help``; a flag it does not list fails the host with the
+    flags named, and the installed unit (and the running service) stay as they were.
+    """
+    if executing():
+        help_text = host.get_fact(ServerHelp, binary=binary)
+        if not help_text.strip():
+            yield fail_command(f"{unit}: {binary} is missing or prints no --help; the unit was left as it was")
+            return
+        unknown = unknown_flags(argv, accepted_flags(fork, help_text))
+        if unknown:
+            yield fail_command(f"{unit}: this build's llama-server does not accept {', '.join(unknown)} "
+                               f"({binary} --help); the unit and the running service were left as they were")
+            return
+    yield from files.put._inner(src=StringIO(text), dest=f"{UNIT_DIR}/{unit}", mode="644")
+
+
 def rendered_units(rig) -> dict[str, str]:
     """Unit file name -> text, for every declared service of the rig."""
     doc = rig.doc
@@ -40,9 +86,10 @@ def rendered_units(rig) -> dict[str, str]:
 
 
 @deploy("Services")
-def apply(rig, build_ops=(), model_ops=None):
+def apply(rig, built, model_ops=None):
     doc = rig.doc
     model_ops = model_ops or {}
+    build_ops = built.ops if built else ()
     server.user(name=f"Service user {doc['service_user']}", user=doc["service_user"], system=True,
                 home="/var/lib/llamarig", shell="/usr/sbin/nologin", create_home=False)
     units = rendered_units(rig)
@@ -57,7 +104,11 @@ def apply(rig, build_ops=(), model_ops=None):
     put = {}
     for svc in doc["services"]:
         unit = layout.unit_name(svc["name"])
-        put[unit] = files.put(name=f"Unit {unit}", src=StringIO(units[unit]), dest=f"{UNIT_DIR}/{unit}", mode="644")
+        argv = server_args(svc, layout.model_path(doc["models_dir"], svc["model"], rig.models[svc["model"]].file),
+                           doc["build_fork"])
+        put[unit] = server_unit(name=f"Unit {unit}", unit=unit, text=units[unit], argv=argv, fork=doc["build_fork"],
+                                binary=f"{built.prefix}/bin/llama-server" if built else layout.server_binary(
+                                    doc["build_root"], doc["build_fork"]))
     every = [*put.values(), *removed]
     if every:
         systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*every))

@@ -16,7 +16,7 @@ def fail_command(message: str) -> StringCommand:
 
 def executing() -> bool:
     """True while pyinfra executes operations, False while it prepares (and in --dry)."""
-    return host.state.current_stage == StateStage.Execute
+    return getattr(host.state, "current_stage", None) == StateStage.Execute
 
 
 def quote_all(words) -> str:

@@ -117,6 +117,29 @@ def test_dry_diff_shows_a_flag_change_then_the_run_restarts_only_that_service(be
     assert chat(bed.ports["rig1"]).strip()
 
 
+def test_a_flag_the_build_lacks_stops_that_change_and_keeps_the_service(bed):
+    original = bed.inventory.read_text()
+    unit_before, pid_before = bed.unit_text("rig2"), bed.main_pid("rig2")
+    assert "'sampling': {'temp': 0.0}" in original
+    bed.inventory.write_text(original.replace("'sampling': {'temp': 0.0}",
+                                              "'sampling': {'temp': 0.0}, 'extra_args': ['--no-such-flag', '1']"))
+    try:
+        run = bed.pyinfra("-y", "--json")
+        assert run.returncode != 0
+        assert "llamarig-chat.service: this build's llama-server does not accept --no-such-flag" in run.stderr
+        failed = failed_ops(run)
+        assert failed["Services | Unit llamarig-chat.service"] == ["rig2"]
+        assert all(hosts == ["rig2"] for hosts in failed.values())  # rig1 deployed as usual
+        assert not any(name.startswith(("Build", "Models", "GPU power")) for name in failed)
+        assert bed.unit_text("rig2") == unit_before and bed.main_pid("rig2") == pid_before
+        assert chat(bed.ports["rig2"]).strip()
+    finally:
+        bed.inventory.write_text(original)
+    run = bed.pyinfra("-y", "--json")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert changed_ops(run) == {}
+
+
 def test_a_rebooted_rig_comes_back_with_its_power_limits_and_services(bed):
     q = "nvidia-smi --query-gpu=power.limit,persistence_mode --format=csv,noheader,nounits"
     bed.rigs["rig1"].reboot()

@@ -1,0 +1,60 @@
+"""ik_llama.cpp end to end: a rig builds ik_llama.cpp from its own git repository and serves under systemd."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from .conftest import NO_AMX, results
+from .test_deploy import chat, failed_ops
+
+pytestmark = pytest.mark.slow
+
+
+def test_an_ik_llama_cpp_rig_serves_a_completion(bed):
+    from testbed.common import free_port
+    from testbed.rig import Rig, gpu_specs
+    from testbed.sources import ensure_ik_llama_cpp_repo
+
+    _, tag, commit = ensure_ik_llama_cpp_repo()
+    rig = Rig.create("rigik", free_port(), gpu_specs("3090", "rigik"), base_dir=bed.rigs["rig1"].dir.parent).boot()
+    bed.rigs["rigik"] = rig
+    port = free_port()
+    key = rig.ssh_config()["key"]
+    inventory = bed.project / "ikrigs.py"
+    inventory.write_text(textwrap.dedent(f"""\
+        ik = [("rigik", {{
+            "ssh_hostname": "127.0.0.1", "ssh_port": {rig.ssh_port}, "ssh_user": "root", "ssh_key": {key!r},
+            "ssh_known_hosts_file": "/dev/null", "ssh_strict_host_key_checking": "no",
+            "gpus": [{{"model": "NVIDIA GeForce RTX 3090", "memory_gib": 24}}],
+            "build_fork": "ik_llama.cpp",
+            "build_git_url": {bed.git_url + "ik_llama.cpp.git"!r},
+            "build_ref": {tag!r},
+            "build_jobs": 2,
+            "build_targets": ["llama-server", "llama-sweep-bench"],
+            # IQK flash-attention kernels for every quant type take most of a CPU build: not needed here.
+            "build_cmake_options": ["-DGGML_IQK_FA_ALL_QUANTS=OFF", "-DCMAKE_C_FLAGS={NO_AMX}", "-DCMAKE_CXX_FLAGS={NO_AMX}"],
+            "hub_endpoint": {bed.hub_url!r},
+            "models": {{"gemma": {{"repo": "testbed/gemma-3-270m-GGUF", "include": ["Q4_K_M/*.gguf"]}}}},
+            "services": [{{"name": "chat", "model": "gemma", "port": {port}, "ctx_size": 2048, "parallel": 1,
+                           "threads": 2, "n_gpu_layers": 99, "mmap": False, "jinja": True,
+                           "grouped_expert_routing": True}}],
+            "verify_timeout_s": 300,
+        }})]
+    """))
+    run = bed.pyinfra("-y", "--json", inventory=inventory, timeout=3000)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert failed_ops(run) == {}
+    exec_start = bed.ssh("rigik", "grep ^ExecStart= /etc/systemd/system/llamarig-chat.service")
+    assert exec_start.startswith("ExecStart=/opt/llamarig/ik_llama.cpp/bin/llama-server ")
+    assert "--no-mmap" in exec_start and "--grouped-expert-routing" in exec_start
+    record = bed.ssh("rigik", "cat /opt/llamarig/ik_llama.cpp/.llamarig-build.json")
+    assert commit in record
+    assert bed.ssh("rigik", "test -x /opt/llamarig/ik_llama.cpp/bin/llama-sweep-bench && echo yes").strip() == "yes"
+    assert "[live] healthy, n_ctx 2048" in run.stderr
+    assert chat(port).strip()
+    # A second run changes nothing.
+    again = bed.pyinfra("-y", "--json", inventory=inventory)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [op["name"] for op in results(again)["results"]["operations"] if op["success"]] == []
