@@ -50,11 +50,11 @@ def llama_repo_path() -> Path:
     return cache_dir() / "git" / "llama.cpp.git"
 
 
-def ensure_llama_cpp_repo() -> tuple[Path, str, str]:
-    """Bare repo $CACHE/git/llama.cpp.git with one deterministic commit of the
-    sdist's vendor/llama.cpp, branch master and annotated tag b0.3.36.
-    Returns (path, tag, commit sha)."""
-    final = llama_repo_path()
+def _sdist_repo(final: Path, sdist: Path, prefix: str, branch: str, tag: str, message: str,
+                check: list[str], extra: dict[str, str] | None = None,
+                upstream_member: str | None = None) -> tuple[Path, str, str]:
+    """Bare repo ``final`` with one deterministic commit of the sdist's tree under ``prefix``
+    (plus ``extra`` files), branch ``branch`` and annotated tag ``tag``. Cached; built beside and renamed."""
     marker = final / "testbed-complete.json"
     if marker.exists():
         m = json.loads(marker.read_text())
@@ -67,8 +67,6 @@ def ensure_llama_cpp_repo() -> tuple[Path, str, str]:
         if p.exists():
             rmtree(p)
     work.mkdir(parents=True)
-    sdist = dl_dir() / LLAMA_SDIST
-    prefix = "llama_cpp_python-0.3.36/vendor/llama.cpp/"
     upstream = None
     t0 = time.time()
     with tarfile.open(sdist) as tf:
@@ -82,23 +80,26 @@ def ensure_llama_cpp_repo() -> tuple[Path, str, str]:
                     tf.extract(m, work, filter="tar")
                 else:  # pragma: no cover - python without PEP 706
                     tf.extract(m, work)
-            elif m.name == "llama_cpp_python-0.3.36/.git/modules/vendor/llama.cpp/HEAD":
+            elif upstream_member and m.name == upstream_member:
                 upstream = tf.extractfile(m).read().decode().strip()
-    if not (work / "CMakeLists.txt").exists() or not (work / "tools/server").is_dir():
-        raise RuntimeError("vendor/llama.cpp in the sdist looks incomplete")
-    _git(["init", "-q", "-b", LLAMA_BRANCH, str(work)])
+    for rel, text in (extra or {}).items():
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text(text)
+    missing = [c for c in check if not (work / c).exists()]
+    if missing:
+        raise RuntimeError(f"{prefix} in {sdist.name} looks incomplete: no {', '.join(missing)}")
+    _git(["init", "-q", "-b", branch, str(work)])
     _git(["add", "-A", "-f", "."], cwd=work)
-    msg = (f"llama.cpp as vendored by llama-cpp-python 0.3.36\n\n"
-           f"Upstream commit: {upstream or 'unknown'}\n")
+    msg = f"{message}\n\nUpstream commit: {upstream or 'unknown'}\n"
     _git(["-c", "core.autocrlf=false", "commit", "-q", "--no-gpg-sign", "-m", msg], cwd=work)
-    _git(["tag", "-a", LLAMA_TAG, "-m", f"llama.cpp {LLAMA_TAG} (testbed)"], cwd=work)
+    _git(["tag", "-a", tag, "-m", f"{tag} (testbed)"], cwd=work)
     commit = _git(["rev-parse", "HEAD"], cwd=work, capture_output=True, text=True).stdout.strip()
     _git(["clone", "-q", "--bare", str(work), str(tmp)])
     # a clone keeps origin refs pointing at the work dir; make it a clean server repo
     _git(["remote", "remove", "origin"], cwd=tmp)
     (tmp / "git-daemon-export-ok").touch()
     _git(["update-server-info"], cwd=tmp)
-    info = {"tag": LLAMA_TAG, "branch": LLAMA_BRANCH, "commit": commit, "upstream_commit": upstream,
+    info = {"tag": tag, "branch": branch, "commit": commit, "upstream_commit": upstream,
             "tree": _git(["rev-parse", "HEAD^{tree}"], cwd=tmp, capture_output=True, text=True).stdout.strip(),
             "build_seconds": round(time.time() - t0)}
     (tmp / "testbed-complete.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -106,8 +107,70 @@ def ensure_llama_cpp_repo() -> tuple[Path, str, str]:
         rmtree(final)
     tmp.rename(final)
     rmtree(work)
-    log(f"llama.cpp repo at {final}: {LLAMA_TAG} = {commit}")
-    return final, LLAMA_TAG, commit
+    log(f"repo at {final}: {tag} = {commit}")
+    return final, tag, commit
+
+
+def ensure_llama_cpp_repo() -> tuple[Path, str, str]:
+    """Bare repo $CACHE/git/llama.cpp.git with one deterministic commit of the
+    sdist's vendor/llama.cpp, branch master and annotated tag b0.3.36.
+    Returns (path, tag, commit sha)."""
+    return _sdist_repo(llama_repo_path(), dl_dir() / LLAMA_SDIST, "llama_cpp_python-0.3.36/vendor/llama.cpp/",
+                       LLAMA_BRANCH, LLAMA_TAG, "llama.cpp as vendored by llama-cpp-python 0.3.36",
+                       check=["CMakeLists.txt", "tools/server"],
+                       upstream_member="llama_cpp_python-0.3.36/.git/modules/vendor/llama.cpp/HEAD")
+
+
+# --------------------------------------------------------------- ik_llama.cpp
+IK_SDIST = "ik_llama_cpp_python-0.1.5.tar.gz"
+IK_TAG = "ik-0.1.5"
+IK_BRANCH = "main"
+# The sdist leaves out common/cmake/build-info-gen-cpp.cmake (ik's .gitignore has build*),
+# which common/CMakeLists.txt runs at build time (cmake -P, in the source root) to write
+# common/build-info.cpp from common/build-info.cpp.in; without it nothing linking common builds.
+IK_BUILD_INFO_GEN = r"""# Added by the llamarig testbed: the ik-llama-cpp-python sdist omits this file.
+# Writes common/build-info.cpp from its template, only when the build info changed.
+include(${CMAKE_CURRENT_SOURCE_DIR}/cmake/build-info.cmake)
+set(TEMPLATE_FILE "${CMAKE_CURRENT_SOURCE_DIR}/common/build-info.cpp.in")
+set(OUTPUT_FILE   "${CMAKE_CURRENT_SOURCE_DIR}/common/build-info.cpp")
+if(EXISTS ${OUTPUT_FILE})
+    file(READ ${OUTPUT_FILE} CONTENTS)
+    string(REGEX MATCH "LLAMA_COMMIT = \"([^\"]*)\";" _ ${CONTENTS})
+    set(OLD_COMMIT ${CMAKE_MATCH_1})
+    string(REGEX MATCH "LLAMA_COMPILER = \"([^\"]*)\";" _ ${CONTENTS})
+    set(OLD_COMPILER ${CMAKE_MATCH_1})
+    string(REGEX MATCH "LLAMA_BUILD_TARGET = \"([^\"]*)\";" _ ${CONTENTS})
+    set(OLD_TARGET ${CMAKE_MATCH_1})
+    if(NOT OLD_COMMIT STREQUAL BUILD_COMMIT OR NOT OLD_COMPILER STREQUAL BUILD_COMPILER OR
+       NOT OLD_TARGET STREQUAL BUILD_TARGET)
+        configure_file(${TEMPLATE_FILE} ${OUTPUT_FILE})
+    endif()
+else()
+    configure_file(${TEMPLATE_FILE} ${OUTPUT_FILE})
+endif()
+"""
+
+
+def ik_repo_path() -> Path:
+    return cache_dir() / "git" / "ik_llama.cpp.git"
+
+
+def _ensure_ik_sdist() -> Path:
+    path = dl_dir() / IK_SDIST
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+             "ik-llama-cpp-python==0.1.5", "-d", str(path.parent)])
+    return path
+
+
+def ensure_ik_llama_cpp_repo() -> tuple[Path, str, str]:
+    """Bare repo $CACHE/git/ik_llama.cpp.git from the ik-llama-cpp-python 0.1.5 sdist's
+    vendor/ik_llama.cpp plus the build-info generator it lacks; branch main, tag ik-0.1.5."""
+    return _sdist_repo(ik_repo_path(), _ensure_ik_sdist(), "ik_llama_cpp_python-0.1.5/vendor/ik_llama.cpp/",
+                       IK_BRANCH, IK_TAG, "ik_llama.cpp as vendored by ik-llama-cpp-python 0.1.5 (+ build-info-gen-cpp.cmake)",
+                       check=["CMakeLists.txt", "examples/server", "examples/sweep-bench", "common/build-info.cpp.in"],
+                       extra={"common/cmake/build-info-gen-cpp.cmake": IK_BUILD_INFO_GEN})
 
 
 class GitServer:

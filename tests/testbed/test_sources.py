@@ -57,3 +57,28 @@ def test_llama_repo_commit_is_deterministic(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMARIG_TESTBED_CACHE", str(tmp_path))
     _, _, again = sources.ensure_llama_cpp_repo()
     assert again == commit
+
+
+def test_ik_repo_has_its_tag_and_the_build_info_generator(tmp_path):
+    path, tag, commit = sources.ensure_ik_llama_cpp_repo()
+    assert tag == "ik-0.1.5" and len(commit) == 40
+    ls = subprocess.run(["git", "--git-dir", str(path), "ls-tree", "-r", "--name-only", tag],
+                        capture_output=True, text=True, check=True).stdout.split("\n")
+    for rel in ("common/cmake/build-info-gen-cpp.cmake", "common/build-info.cpp.in", "cmake/build-info.cmake",
+                "examples/server/server.cpp", "examples/sweep-bench/CMakeLists.txt"):
+        assert rel in ls, rel
+    peeled = subprocess.run(["git", "--git-dir", str(path), "rev-parse", f"{tag}^{{commit}}"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert peeled == commit
+
+
+@pytest.mark.slow
+def test_ik_repo_generates_its_build_info(tmp_path):
+    """The added generator works where ik's build runs it: cmake -P in the source root."""
+    path, tag, _ = sources.ensure_ik_llama_cpp_repo()
+    src = tmp_path / "ik"
+    subprocess.run(["git", "clone", "-q", "--branch", tag, str(path), str(src)], check=True)
+    subprocess.run(["cmake", "-DCMAKE_C_COMPILER=cc", "-DCMAKE_C_COMPILER_ID=GNU", "-DCMAKE_C_COMPILER_VERSION=12",
+                    "-P", "common/cmake/build-info-gen-cpp.cmake"], cwd=src, check=True, capture_output=True)
+    text = (src / "common" / "build-info.cpp").read_text()
+    assert "LLAMA_BUILD_NUMBER" in text and "LLAMA_COMMIT" in text
