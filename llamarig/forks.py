@@ -57,24 +57,20 @@ CANNOT = {
 }
 
 # Spellings of the same option in each fork's parser: every alias -> the long name llamarig renders.
+_COMMON_ALIASES = {
+    "-m": "--model", "-a": "--alias", "-c": "--ctx-size", "-n": "--n-predict", "--predict": "--n-predict",
+    "-ngl": "--n-gpu-layers", "--gpu-layers": "--n-gpu-layers", "-sm": "--split-mode", "-mg": "--main-gpu",
+    "-ts": "--tensor-split", "-ot": "--override-tensor", "-cmoe": "--cpu-moe", "-ncmoe": "--n-cpu-moe",
+    "-ctk": "--cache-type-k", "-ctv": "--cache-type-v", "-t": "--threads", "-tb": "--threads-batch",
+    "-b": "--batch-size", "-ub": "--ubatch-size", "-np": "--parallel", "-fa": "--flash-attn", "-dev": "--device",
+}
 ALIASES = {
-    "llama.cpp": {
-        "-m": "--model", "-a": "--alias", "-c": "--ctx-size", "-n": "--n-predict", "--predict": "--n-predict",
-        "-ngl": "--n-gpu-layers", "--gpu-layers": "--n-gpu-layers", "-sm": "--split-mode", "-mg": "--main-gpu",
-        "-ts": "--tensor-split", "-ot": "--override-tensor", "-cmoe": "--cpu-moe", "-ncmoe": "--n-cpu-moe",
-        "-ctk": "--cache-type-k", "-ctv": "--cache-type-v", "-t": "--threads", "-tb": "--threads-batch",
-        "-b": "--batch-size", "-ub": "--ubatch-size", "-np": "--parallel", "-fa": "--flash-attn",
-        "-fit": "--fit", "--temperature": "--temp", "-rea": "--reasoning", "-dev": "--device",
-    },
+    "llama.cpp": {**_COMMON_ALIASES, "-fit": "--fit", "--temperature": "--temp", "-rea": "--reasoning"},
     "ik_llama.cpp": {
-        "-m": "--model", "-a": "--alias", "-c": "--ctx-size", "-n": "--n-predict", "--predict": "--n-predict",
-        "-ngl": "--n-gpu-layers", "--gpu-layers": "--n-gpu-layers", "-sm": "--split-mode", "-mg": "--main-gpu",
-        "-ts": "--tensor-split", "-ot": "--override-tensor", "-cmoe": "--cpu-moe", "-ncmoe": "--n-cpu-moe",
-        "-ctk": "--cache-type-k", "-ctv": "--cache-type-v", "-t": "--threads", "-tb": "--threads-batch",
-        "-b": "--batch-size", "-ub": "--ubatch-size", "-np": "--parallel", "-fa": "--flash-attn",
+        **_COMMON_ALIASES,
         "-ger": "--grouped-expert-routing", "-mqkv": "--merge-qkv", "-smgs": "--split-mode-graph-scheduling",
         "-mea": "--max-extra-alloc", "-mla": "--mla-use", "-amb": "--attention-max-batch",
-        "-rtr": "--run-time-repack", "-no-fmoe": "--no-fused-moe", "-dev": "--device",
+        "-rtr": "--run-time-repack", "-no-fmoe": "--no-fused-moe",
     },
 }
 

@@ -100,11 +100,16 @@ def render_power_unit(host: str, commands: list[str]) -> str:
     return _env().get_template("llamarig-power.service.j2").render(host=host, commands=commands)
 
 
+def service_argv(doc: dict, service: dict, model_file: str) -> list[str]:
+    """llama-server's arguments for ``service`` (no program name); ``model_file`` is relative to the model's repo."""
+    return server_args(service, layout.model_path(doc["models_dir"], service["model"], model_file), doc["build_fork"])
+
+
 def render_unit(host: str, doc: dict, service: dict, model_file: str) -> str:
     """The unit text of ``service`` on rig ``host``; ``model_file`` is relative to the model's repo."""
     model = dict(doc["models"][service["model"]], name=service["model"])
     binary = layout.server_binary(doc["build_root"], doc["build_fork"])
-    args = server_args(service, layout.model_path(doc["models_dir"], service["model"], model_file), doc["build_fork"])
+    args = service_argv(doc, service, model_file)
     exec_start = " ".join(systemd_quote(w) for w in [binary, *args])
     return _env().get_template("llama-server.service.j2").render(
         host=host,

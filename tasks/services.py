@@ -11,9 +11,8 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from llamarig import layout
-from llamarig.flags import server_args
 from llamarig.helpflags import accepted_flags, unknown_flags
-from llamarig.unit import POWER_UNIT, render_unit
+from llamarig.unit import POWER_UNIT, render_unit, service_argv
 
 from .util import executing, fail_command
 
@@ -104,8 +103,7 @@ def apply(rig, built, model_ops=None):
     put = {}
     for svc in doc["services"]:
         unit = layout.unit_name(svc["name"])
-        argv = server_args(svc, layout.model_path(doc["models_dir"], svc["model"], rig.models[svc["model"]].file),
-                           doc["build_fork"])
+        argv = service_argv(doc, svc, rig.models[svc["model"]].file)
         put[unit] = server_unit(name=f"Unit {unit}", unit=unit, text=units[unit], argv=argv, fork=doc["build_fork"],
                                 binary=f"{built.prefix}/bin/llama-server" if built else layout.server_binary(
                                     doc["build_root"], doc["build_fork"]))
