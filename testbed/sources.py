@@ -159,6 +159,7 @@ def _ensure_ik_sdist() -> Path:
     path = dl_dir() / IK_SDIST
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        log("pip download ik-llama-cpp-python==0.1.5 (sdist)")
         run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
              "ik-llama-cpp-python==0.1.5", "-d", str(path.parent)])
     return path

@@ -82,3 +82,33 @@ def test_ik_repo_generates_its_build_info(tmp_path):
                     "-P", "common/cmake/build-info-gen-cpp.cmake"], cwd=src, check=True, capture_output=True)
     text = (src / "common" / "build-info.cpp").read_text()
     assert "LLAMA_BUILD_NUMBER" in text and "LLAMA_COMMIT" in text
+
+
+def test_ik_repo_served_by_git_daemon(tmp_path):
+    path, tag, commit = sources.ensure_ik_llama_cpp_repo()
+    assert path.parent == sources.llama_repo_path().parent and path.name == "ik_llama.cpp.git"
+    assert sources.ensure_ik_llama_cpp_repo() == (path, tag, commit)  # cached, idempotent
+    with sources.GitServer(path.parent) as gs:
+        ls = subprocess.run(["git", "ls-remote", gs.url + path.name], capture_output=True, text=True,
+                            check=True).stdout
+        assert f"{commit}\trefs/heads/main" in ls and f"{commit}\trefs/tags/{tag}^{{}}" in ls
+        out = tmp_path / "clone"
+        subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", tag, gs.url + path.name, str(out)],
+                       check=True, env=dict(os.environ, GIT_CONFIG_NOSYSTEM="1"))
+    assert (out / "common/cmake/build-info-gen-cpp.cmake").is_file()
+    assert (out / "examples/server").is_dir() and (out / "examples/sweep-bench").is_dir()
+
+
+@pytest.mark.slow
+def test_ik_repo_configures_and_builds_build_info(tmp_path):
+    """ik's own build runs the added generator: configure, then only the build_info target."""
+    path, tag, commit = sources.ensure_ik_llama_cpp_repo()
+    src = tmp_path / "ik"
+    subprocess.run(["git", "clone", "-q", "--branch", tag, str(path), str(src)], check=True)
+    subprocess.run(["cmake", "-S", ".", "-B", "build", "-DGGML_IQK_FA_ALL_QUANTS=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+                    "-DBUILD_SHARED_LIBS=OFF"], cwd=src, check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", "build", "--target", "build_info", "-j2"], cwd=src, check=True,
+                   capture_output=True)
+    text = (src / "common" / "build-info.cpp").read_text()
+    assert f'LLAMA_COMMIT = "{commit[:7]}"' in text
+    assert list((src / "build" / "common").rglob("build-info.cpp.o"))
