@@ -7,12 +7,20 @@ unit each service would get. Errors are printed, never raised.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shlex
 import sys
 
 from . import layout
 from .hub import HubError, hub_token, resolve_model
 from .inventory import InventoryError, load_inventory
-from .unit import render_unit
+from . import rigplan
+from .gguf import GgufError, read_model
+from .memory import GiB, MiB, Settings
+from .plan import describe, plan
+from .schema import CACHE_TYPES, _cache_type as _coerce_cache
+from .unit import render_unit, service_argv
 from .validate import format_problems, validate_all
 
 
@@ -69,6 +77,84 @@ def cmd_render(args) -> int:
     return 0
 
 
+def _cache_type(text: str) -> str:
+    value = _coerce_cache(text)
+    if value not in CACHE_TYPES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(CACHE_TYPES)}, got {text!r}")
+    return value
+
+
+def _gib_list(text: str) -> list[int]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GiB per GPU such as 24,24,24, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive GiB per GPU, got {text!r}")
+    return [int(v * GiB) for v in values]
+
+
+def _print_plan(p, args_list: list[str], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(p.to_json(args_list), indent=2))
+    else:
+        print(describe(p))
+        print("llama-server " + " ".join(shlex.quote(a) for a in args_list))
+    return 0 if p.fits else 1
+
+
+def cmd_plan(args) -> int:
+    if args.target.endswith(".py") and os.path.isfile(args.target):
+        return _plan_inventory(args)
+    if args.gpus is None:
+        print("llamarig plan: --gpus is needed with a model (GiB per GPU, such as 24,24,24,24)", file=sys.stderr)
+        return 2
+    try:
+        model = read_model(args.target, revision=args.revision, endpoint=args.endpoint)
+    except GgufError as exc:
+        print(f"llamarig plan: {exc}", file=sys.stderr)
+        return 2
+    s = Settings(fork=args.fork, ctx=args.ctx or model.n_ctx_train, parallel=args.parallel,
+                 cache_k=args.cache_type_k or args.cache_type, cache_v=args.cache_type_v or args.cache_type,
+                 ubatch=args.ubatch, flash_attn=not args.no_flash_attn)
+    ram = int(args.ram * GiB) if args.ram else None
+    p = plan(model, args.gpus, ram, s, args.margin_mib * MiB)
+    out = ["--ctx-size", str(s.ctx), "--cache-type-k", s.cache_k, "--cache-type-v", s.cache_v]
+    if args.parallel:
+        out += ["--parallel", str(args.parallel)]
+    return _print_plan(p, out + p.placement_args(), args.json)
+
+
+def _plan_inventory(args) -> int:
+    docs, problems = _load(args.target)
+    if problems:
+        print(format_problems(problems), file=sys.stderr)
+        return 1
+    if not args.host or args.host not in docs:
+        print(f"llamarig plan: --host names one of {', '.join(docs)}", file=sys.stderr)
+        return 2
+    doc = docs[args.host]
+    names = [s["name"] for s in doc["services"]]
+    if args.service not in names:
+        print(f"llamarig plan: --service names one of {', '.join(names)} on {args.host}", file=sys.stderr)
+        return 2
+    service = next(s for s in doc["services"] if s["name"] == args.service)
+    if not rigplan.checkable(doc, service):
+        print(f"llamarig plan: {args.host}: {args.service} leaves its placement to llama.cpp "
+              f"(split mode {service['split_mode']}, or no placement flag and --fit on)", file=sys.stderr)
+        return 2
+    token = hub_token(doc["hub_token_env"])
+    try:
+        models = rigplan.rig_models(doc, lambda name: resolve_model(name, doc["models"][name], doc["hub_endpoint"], token))
+    except (HubError, GgufError) as exc:
+        print(f"llamarig plan: {args.host}: {exc}", file=sys.stderr)
+        return 2
+    sp = rigplan.plan_rig(doc, models)[args.service]
+    svc = sp.service_with_flags(service, doc["build_fork"])
+    file = model_file_for(doc, svc["model"])
+    return _print_plan(sp.plan, service_argv(doc, svc, file), args.json)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llamarig", description="llamarig: declared llama.cpp rigs")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +166,26 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--host")
     render.add_argument("--service")
     render.set_defaults(func=cmd_render)
+    pl = sub.add_parser("plan", help="plan or check a placement: MODEL (a GGUF, or hf:OWNER/REPO/PATH) "
+                                     "with --gpus, or INVENTORY.py with --host and --service")
+    pl.add_argument("target", help="a GGUF file (any part of a split set), hf:OWNER/REPO/PATH, or an inventory")
+    pl.add_argument("--gpus", type=_gib_list, help="GiB of each GPU, such as 24,24,24,24")
+    pl.add_argument("--ram", type=float, help="system RAM in GiB for weights kept off the GPUs")
+    pl.add_argument("--ctx", type=int, help="context size (default: the model's trained context)")
+    pl.add_argument("--cache-type", default="f16", type=_cache_type, help="K and V cache type (default f16)")
+    pl.add_argument("--cache-type-k", type=_cache_type)
+    pl.add_argument("--cache-type-v", type=_cache_type)
+    pl.add_argument("--parallel", type=int, help="server slots (--parallel)")
+    pl.add_argument("--ubatch", type=int, default=512)
+    pl.add_argument("--no-flash-attn", action="store_true")
+    pl.add_argument("--fork", default="llama.cpp", choices=["llama.cpp", "ik_llama.cpp"])
+    pl.add_argument("--revision", help="Hub revision of an hf: model")
+    pl.add_argument("--endpoint", help="Hub endpoint (default $HF_ENDPOINT or https://huggingface.co)")
+    pl.add_argument("--margin-mib", type=int, default=1024, help="MiB left free on every GPU (default 1024)")
+    pl.add_argument("--host")
+    pl.add_argument("--service")
+    pl.add_argument("--json", action="store_true", help="one JSON object: fits, reason, devices, host, args")
+    pl.set_defaults(func=cmd_plan)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -357,3 +357,46 @@ def _swa_layers(info: ModelInfo) -> list[bool]:
     if not period:
         return [False] * n
     return [(il % period) < period - 1 for il in range(n)]
+
+
+# ---------------------------------------------------------------- controller-side cache
+
+def _to_json(info: ModelInfo) -> dict:
+    meta = {k: ({"__array__": v.length} if isinstance(v, ArrayInfo) else v) for k, v in info.metadata.items()}
+    return {"files": info.files, "metadata": meta,
+            "tensors": [[t.name, t.type_name, t.type_id, list(t.shape), t.nbytes, t.file] for t in info.tensors]}
+
+
+def _from_json(doc: dict) -> ModelInfo:
+    meta = {k: (ArrayInfo(v["__array__"]) if isinstance(v, dict) and "__array__" in v else v)
+            for k, v in doc["metadata"].items()}
+    tensors = [Tensor(n, tn, tid, tuple(shape), nb, f) for n, tn, tid, shape, nb, f in doc["tensors"]]
+    info = ModelInfo(files=doc["files"], metadata=meta, tensors=tensors)
+    _architecture(info)
+    return info
+
+
+def cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "llamarig", "gguf-headers")
+
+
+def read_hub_model(repo: str, path: str, commit: str, endpoint: str | None, token: str | None) -> ModelInfo:
+    """Headers of a Hub model at a resolved commit; cached on the controller (a commit never changes)."""
+    import hashlib
+    import json
+
+    key = hashlib.sha256(json.dumps([endpoint, repo, path, commit]).encode()).hexdigest()[:32]
+    file = os.path.join(cache_dir(), key + ".json")
+    try:
+        with open(file) as f:
+            return _from_json(json.load(f))
+    except (OSError, ValueError, KeyError):
+        pass
+    info = read_model(f"hf:{repo}/{path}", revision=commit, endpoint=endpoint, token=token)
+    os.makedirs(cache_dir(), exist_ok=True)
+    tmp = f"{file}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(_to_json(info), f)
+    os.replace(tmp, file)
+    return info

@@ -103,6 +103,10 @@ SERVICE_SCHEMA = {
                          "meta": _doc("ordered `--override-tensor` pairs [regex, device]; first match wins, "
                                       "device is CPU or CUDAi (i indexes the service's GPUs)",
                                       [["blk\\.(3|4)\\.ffn_.*_exps\\.", "CUDA0"], ["ffn_.*_exps\\.", "CPU"]])},
+    "placement": _nullable({"type": "string", "default": None, "allowed": ["auto"],
+                            "meta": _doc("auto: llamarig plans `--n-gpu-layers`, `--tensor-split` and the `--override-tensor` "
+                                         "list from the model's headers, the rig's GPUs and `ram_gib` (see `llamarig plan`); "
+                                         "null: the placement keys given here, checked against the same memory model", "auto")}),
     "n_cpu_moe": _nullable({"type": "integer", "default": None, "min": 0,
                             "meta": _doc("`--n-cpu-moe N`: experts of N layers on the CPU (which layers differs by fork: see llamarig/forks.py)", 72)}),
     "cpu_moe": _nullable({"type": "boolean", "default": None, "meta": _doc("true: `--cpu-moe`, every expert on the CPU", True)}),
@@ -150,6 +154,12 @@ SCHEMA = {
     "gpus": {"type": "list", "required": True, "schema": {"type": "dict", "schema": GPU_SCHEMA},
              "meta": _doc("the rig's NVIDIA GPUs in `nvidia-smi` index order; checked against the rig at deploy",
                           [{"model": "NVIDIA GeForce RTX 3090", "memory_gib": 24}])},
+    "ram_gib": _nullable({"type": "number", "required": True, "min": 1,
+                          "meta": _doc("system RAM in GiB the servers may use for weights kept off the GPUs; "
+                                       "null: not planned against", 256)}),
+    "gpu_margin_mib": {"type": "integer", "required": True, "min": 0,
+                       "meta": _doc("MiB of every GPU the planner leaves free for what llama.cpp does not count "
+                                    "(CUDA context, cuBLAS workspace; llama.cpp's own --fit-target is 1024)", 1024)},
     "build_fork": {"type": "string", "required": True, "allowed": FORKS,
                    "meta": _doc("which llama.cpp to build", "llama.cpp")},
     "build_git_url": {"type": "string", "required": True, "empty": False,

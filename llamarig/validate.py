@@ -19,6 +19,8 @@ from .forks import fork_problems
 from .schema import FOREIGN_KEY_PREFIXES, SCHEMA
 
 _MISSING = object()
+PLACEMENT_FLAGS = ("-ngl", "--gpu-layers", "--n-gpu-layers", "-ts", "--tensor-split", "-ot", "--override-tensor",
+                   "-ncmoe", "--n-cpu-moe", "-cmoe", "--cpu-moe", "--fit", "-fit")
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,19 @@ def cross_check(host: str, doc: dict) -> list[Problem]:
         if svc["main_gpu"] is not None and svc["main_gpu"] >= max(len(gpus), 1):
             bad(f"{where}.main_gpu", svc["main_gpu"], f"an index below {len(gpus)} into the service's GPUs")
 
+        if svc["placement"] == "auto":
+            for key in ("n_gpu_layers", "tensor_split", "n_cpu_moe", "cpu_moe", "fit"):
+                if svc[key] not in (None, False) and not (key == "fit" and svc[key] is False):
+                    bad(f"{where}.{key}", svc[key], "null with placement: auto (the planner sets the placement)")
+            if svc["tensor_overrides"]:
+                bad(f"{where}.tensor_overrides", svc["tensor_overrides"], "[] with placement: auto (the planner sets them)")
+            if svc["split_mode"] not in (None, "layer"):
+                bad(f"{where}.split_mode", svc["split_mode"], "null or layer with placement: auto (the planner splits by layer)")
+            if svc["ctx_size"] is None:
+                bad(f"{where}.ctx_size", None, "a context size with placement: auto (the KV cache is planned for it)")
+            for arg in svc["extra_args"]:
+                if arg.split("=", 1)[0] in PLACEMENT_FLAGS:
+                    bad(f"{where}.extra_args", arg, "no placement flag with placement: auto (the planner sets them)")
         for key, value, expected in fork_problems(doc["build_fork"], svc):
             bad(f"{where}.{key}", value, expected)
 

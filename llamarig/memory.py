@@ -1,0 +1,251 @@
+"""The memory model: what each layer of a model costs a device, for each fork.
+
+Weights come from the GGUF headers (llamarig/gguf.py). The KV cache and the
+compute buffers follow the forks' own allocation code (notes with file and
+function: docs/memory-model.md):
+
+* Context cells: llama.cpp pads ``--ctx-size`` to 256; with ``--parallel N`` and
+  a non-unified cache each of the N streams gets ``pad256(ctx / N)`` cells.
+  llama-server's automatic ``--parallel`` (4 slots) uses one unified cache.
+  ik_llama.cpp pads to 256 with flash attention, 32 without, one cache for all slots.
+* KV per layer and cell: ``row_size(type_k, n_embd_k_gqa) + row_size(type_v, n_embd_v_gqa)``.
+  Next-token-prediction layers get none (nor weights: both forks skip them unless MTP
+  drafting is on). Sliding-window layers (llama.cpp, ``--swa-full`` off) get
+  ``pad256(min(cells, n_swa * streams + ubatch))`` cells.
+* MLA (``kv_lora_rank`` set): K holds ``kv_lora_rank + n_rot`` values per cell and there is
+  no V cache (V is a view of K), in llama.cpp and in ik_llama.cpp with flash attention
+  and ``-mla`` 1-3; ik with ``-mla 1`` and no flash attention adds a transposed V.
+* Compute buffer per device: ik_llama.cpp's own estimate (``get_layer_sizes``: the widest
+  FFN intermediate of a ubatch, plus the input) for the largest layer on the device, plus
+  the logits (``n_vocab * ubatch * 4``) on the device of the output layer; llama.cpp adds
+  the F16 copy of a quantized K/V cache that its CUDA flash attention makes for prompt
+  batches (inside the compute buffer since PR #23907), and the copy of a CPU layer's
+  experts that it offloads to the GPU for batches of 32 tokens or more.
+* What llama.cpp does not count (CUDA context, cuBLAS workspace, pool growth) is the
+  per-device margin, 1024 MiB by default: the same as llama.cpp's ``--fit-target``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from . import ggml_types
+from .gguf import ModelInfo, Tensor
+
+MiB = 1 << 20
+GiB = 1 << 30
+DEFAULT_MARGIN = 1024 * MiB          # per GPU, like llama.cpp's --fit-target and ik's --fit-margin
+DEFAULT_HOST_MARGIN = 4 * GiB        # system RAM kept for the OS and the server's own heap
+EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")
+
+
+def pad(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a service declares that changes memory."""
+    fork: str = "llama.cpp"
+    ctx: int = 4096
+    parallel: int | None = None      # None: llama-server's automatic slots (unified cache)
+    cache_k: str = "f16"
+    cache_v: str = "f16"
+    ubatch: int = 512
+    flash_attn: bool = True
+    mla: int = 3                     # ik_llama.cpp's -mla
+    swa_full: bool = False
+
+
+def is_expert(name: str) -> bool:
+    return bool(EXPS.search(name))
+
+
+def skipped(model: ModelInfo) -> frozenset[str]:
+    """Tensors both forks read past without allocating: the next-token-prediction layers."""
+    if not model.n_nextn:
+        return frozenset()
+    first = model.n_layer - model.n_nextn
+    return frozenset(t.name for t in model.tensors if t.layer is not None and t.layer >= first)
+
+
+def cells(model: ModelInfo, s: Settings) -> tuple[int, int]:
+    """(cells per stream, streams) of the KV cache."""
+    ctx = s.ctx or model.n_ctx_train
+    if s.fork == "ik_llama.cpp":
+        return pad(ctx, 256 if s.flash_attn else 32), 1
+    ctx = pad(ctx, 256)
+    if s.parallel and s.parallel > 1:
+        per = pad(ctx // s.parallel, 256)
+        return per, s.parallel
+    return ctx, 1
+
+
+def _row(type_name: str, n: int) -> int:
+    return ggml_types.by_name(type_name).row_bytes(n)
+
+
+def kv_layer(model: ModelInfo, il: int, s: Settings) -> int:
+    """KV-cache bytes of layer `il`."""
+    if il >= model.n_layer - model.n_nextn or not model.n_head_kv[il]:
+        return 0
+    n, streams = cells(model, s)
+    ik = s.fork == "ik_llama.cpp"
+    if model.is_mla and (ik or model.head_dim_k_mla):
+        width = model.kv_lora_rank + model.n_rot
+        if ik and s.mla == 0:  # ik: plain attention on the decompressed heads
+            k = _row(s.cache_k, model.head_dim_k_mla or model.head_dim_k) * model.n_head[il]
+            v = _row(s.cache_v, (model.head_dim_v_mla or model.head_dim_v) * model.n_head[il])
+            return (k + v) * n
+        if ik and not s.flash_attn:
+            kind = s.cache_k if s.mla == 1 else s.cache_v
+            extra = _row(s.cache_v, model.kv_lora_rank) * n if s.mla == 1 else 0
+            return _row(kind, width) * n + extra
+        return _row(s.cache_k, width) * n * streams + _indexer(model, il, s) * n * streams
+    if not ik and model.swa_layers[il] and not s.swa_full:
+        # llama-kv-cache-iswa.cpp: n_swa * (unified ? n_seq_max : 1) + n_ubatch; the server's automatic
+        # slots are 4 with a unified cache
+        seqs = 4 if s.parallel is None else 1
+        n = min(n, pad(model.n_swa * seqs + s.ubatch, 256))
+    heads = model.n_head_kv[il]
+    if ik:  # ik: K rows are per head, so a type's row metadata (q8_KV) counts per head and cell
+        k = _row(s.cache_k, model.head_dim_k) * heads
+    else:
+        k = _row(s.cache_k, model.head_dim_k * heads)
+    v = _row(s.cache_v, model.head_dim_v * heads)
+    return (k + v) * n * streams
+
+
+def _indexer(model: ModelInfo, il: int, s: Settings) -> int:
+    """DSA architectures (GLM-5: glm-dsa) keep an indexer key per cell on indexer layers."""
+    width = int(model.key("attention.indexer.key_length", 0) or 0)
+    if not width:
+        return 0
+    types = model.key("attention.indexer.types")
+    if isinstance(types, list):
+        full = bool(types[il]) if il < len(types) else False
+    elif s.fork == "ik_llama.cpp":
+        full = il <= 1 or il % 4 == 2
+    else:  # llama.cpp: every layer below 1M trained context (GLM-5, 5.1); sparser after (approximated)
+        full = model.n_ctx_train < 1048576 or il < 3 or il % 4 == 2
+    return _row("f16" if s.fork == "ik_llama.cpp" else s.cache_k, width) if full else 0
+
+
+def layer_compute(model: ModelInfo, il: int, s: Settings) -> int:
+    """ik_llama.cpp's estimate of a layer's compute buffer (get_layer_sizes), used for both forks."""
+    t = min(s.ubatch, s.ctx or s.ubatch)
+    exps = shexp = dense = 0
+    norm = False
+    for x in model.tensors:
+        if x.layer != il or x.name.endswith((".bias", ".scale")) or len(x.shape) < 2:
+            if x.layer == il and "norm" in x.name:
+                norm = True
+            continue
+        rows = x.shape[1]
+        if is_expert(x.name):
+            exps += rows * t * model.n_expert_used * 4
+        elif "_shexp" in x.name:
+            shexp += rows * t * 4
+        elif re.search(r"\.ffn_(up|gate|down)\.", x.name):
+            dense += rows * t * 4
+    inp = model.n_embd * t * 4 * (2 if norm else 1)
+    return max(exps, shexp, dense) + inp
+
+
+def fa_scratch(model: ModelInfo, il: int, s: Settings) -> int:
+    """llama.cpp CUDA flash attention: a quantized K/V cache is copied to F16 for prompt batches."""
+    if s.fork != "llama.cpp" or not s.flash_attn:
+        return 0
+    n, streams = cells(model, s)
+    quant = lambda t: t.lower() not in ("f16", "bf16", "f32")
+    if model.is_mla and model.head_dim_k_mla:
+        return 2 * (model.kv_lora_rank + model.n_rot) * n * streams if quant(s.cache_k) else 0
+    out = 0
+    if quant(s.cache_k):
+        out += 2 * model.head_dim_k * model.n_head_kv[il] * n * streams
+    if quant(s.cache_v):
+        out += 2 * model.head_dim_v * model.n_head_kv[il] * n * streams
+    return out
+
+
+def logits(model: ModelInfo, s: Settings) -> int:
+    return model.n_vocab * min(s.ubatch, s.ctx or s.ubatch) * 4
+
+
+def offload_copy(model: ModelInfo, cpu_expert_layers: list[int], s: Settings) -> int:
+    """llama.cpp copies a CPU-resident expert tensor to the GPU for prompt batches of >= 32 tokens;
+    ik_llama.cpp only when ubatch * experts used >= 32 * experts."""
+    if not cpu_expert_layers or s.ubatch < 32:
+        return 0
+    if s.fork == "ik_llama.cpp" and s.ubatch * model.n_expert_used < 32 * max(model.n_expert, 1):
+        return 0
+    return max(sum(t.nbytes for t in model.tensors if t.layer == il and is_expert(t.name))
+               for il in cpu_expert_layers)
+
+
+@dataclass
+class LayerCosts:
+    """Per-layer bytes: weights besides the routed experts, routed experts, KV, compute."""
+    base: list[int]
+    experts: list[int]
+    kv: list[int]
+    compute: list[int]
+    scratch: list[int]
+    output: int          # output-layer weights (output, output_norm, ...; a tied output duplicates token_embd)
+    host_only: int       # token_embd: the input layer stays on the CPU in both forks
+    expert_tensors: list[list[Tensor]]
+
+
+def layer_costs(model: ModelInfo, s: Settings) -> LayerCosts:
+    n = model.n_layer
+    skip = skipped(model)
+    base, experts = [0] * n, [0] * n
+    exp_tensors: list[list[Tensor]] = [[] for _ in range(n)]
+    output = host = 0
+    has_output = any(t.name == "output.weight" for t in model.tensors)
+    for t in model.tensors:
+        if t.name in skip:
+            continue
+        il = t.layer
+        if il is None:
+            if t.name.startswith("token_embd"):
+                host += t.nbytes
+                if t.name == "token_embd.weight" and not has_output:
+                    output += t.nbytes  # tied embeddings: a second copy on the output device
+            else:
+                output += t.nbytes
+        elif is_expert(t.name):
+            experts[il] += t.nbytes
+            exp_tensors[il].append(t)
+        else:
+            base[il] += t.nbytes
+    kv = [kv_layer(model, il, s) for il in range(n)]
+    compute = [layer_compute(model, il, s) if il < n - model.n_nextn else 0 for il in range(n)]
+    scratch = [fa_scratch(model, il, s) if kv[il] else 0 for il in range(n)]
+    return LayerCosts(base, experts, kv, compute, scratch, output, host, exp_tensors)
+
+
+def ik_layer_sizes(model: ModelInfo, s: Settings, costs: LayerCosts | None = None) -> tuple[list[float], float]:
+    """ik_llama.cpp's get_layer_sizes: per layer weights (experts included) + KV, the output layer
+    with the logits beyond the compute reserve, and that reserve (the largest layer's compute)."""
+    c = costs or layer_costs(model, s)
+    n = model.n_layer
+    max_compute = float(max(c.compute or [0]))
+    sizes = [float(c.base[il] + c.experts[il] + c.kv[il]) for il in range(n)]
+    sizes.append(float(c.output) + max(float(logits(model, s)) - max_compute, 0.0))
+    return sizes, max_compute
+
+
+def device_compute(model: ModelInfo, s: Settings, c: LayerCosts, layers: list[int], has_output: bool,
+                   cpu_expert_layers: list[int]) -> int:
+    """Compute-buffer bytes of one GPU holding `layers` (and the output layer when `has_output`)."""
+    if not layers and not has_output:
+        return 0
+    out = max([c.compute[il] for il in layers] or [0])
+    out += max([c.scratch[il] for il in layers] or [0])
+    if has_output:
+        out = max(out, logits(model, s)) if s.fork == "ik_llama.cpp" else out + logits(model, s)
+    if layers:
+        out += offload_copy(model, cpu_expert_layers, s)
+    return out

@@ -1,0 +1,119 @@
+"""Placement for the services of one rig: plan `placement: auto` services, check the others.
+
+Services share the rig's GPUs by their declared GPU sets. On a GPU that several services
+share (``shared_gpus: true``), the services with hand-written placements are counted first
+(as the loaders would place them), and the `auto` services divide what is left equally.
+System RAM (``ram_gib``) is shared by all services of the rig.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import memory
+from .gguf import ModelInfo
+from .memory import GiB, MiB, Settings
+from .placement import Flags
+from .plan import Plan, evaluate, plan
+from .validate import service_gpus
+
+PLACEMENT_KEYS = ("n_gpu_layers", "tensor_split", "tensor_overrides", "n_cpu_moe", "cpu_moe", "fit")
+
+
+def settings(doc: dict, service: dict, model: ModelInfo | None = None) -> Settings:
+    ctx = service["ctx_size"] or (model.n_ctx_train if model else 4096)
+    return Settings(fork=doc["build_fork"], ctx=ctx, parallel=service["parallel"],
+                    cache_k=service["cache_type_k"] or "f16", cache_v=service["cache_type_v"] or "f16",
+                    ubatch=service["ubatch_size"] or 512, flash_attn=service["flash_attn"] != "off",
+                    mla=3 if service.get("mla_use") is None else service["mla_use"])
+
+
+def flags_of(service: dict, n_devices: int) -> Flags:
+    return Flags(n_devices, service["n_gpu_layers"], service["tensor_split"],
+                 [tuple(p) for p in service["tensor_overrides"]], service["n_cpu_moe"], bool(service["cpu_moe"]))
+
+
+def checkable(doc: dict, service: dict) -> bool:
+    """Whether a hand-written placement is the loaders' to replay: split mode layer, and not
+    left to llama.cpp's start-up fit (its default when no placement flag is given)."""
+    if service.get("placement") == "auto":
+        return True
+    if service["split_mode"] not in (None, "layer") or not service_gpus(doc, service):
+        return False
+    if doc["build_fork"] == "llama.cpp" and service["fit"] is not False:
+        return any(service[k] not in (None, [], False) for k in PLACEMENT_KEYS if k != "fit")
+    return True
+
+
+@dataclass
+class ServicePlan:
+    name: str
+    auto: bool
+    plan: Plan
+
+    def service_with_flags(self, service: dict, fork: str) -> dict:
+        """The service with the planned placement keys filled in (auto services)."""
+        if not self.auto:
+            return service
+        f = self.plan.flags
+        out = dict(service, n_gpu_layers=f.n_gpu_layers, tensor_split=f.tensor_split,
+                   tensor_overrides=[list(p) for p in f.overrides])
+        if fork == "llama.cpp":
+            out["fit"] = False
+        return out
+
+
+def plan_rig(doc: dict, models: dict[str, ModelInfo]) -> dict[str, ServicePlan]:
+    """Plans of every checkable service of a rig, by service name; `models` by model name."""
+    margin = doc["gpu_margin_mib"] * MiB
+    ram = int(doc["ram_gib"] * GiB) if doc["ram_gib"] else None
+    memory_of = [int(g["memory_gib"] * GiB) for g in doc["gpus"]]
+    used = [0] * len(memory_of)
+    out: dict[str, ServicePlan] = {}
+    services = [s for s in doc["services"] if checkable(doc, s) and s["model"] in models]
+    host_used = 0
+    for svc in [s for s in services if s.get("placement") != "auto"]:
+        gpus = service_gpus(doc, svc)
+        model = models[svc["model"]]
+        p = evaluate(model, flags_of(svc, len(gpus)), [memory_of[g] for g in gpus], ram, settings(doc, svc, model),
+                     margin, split_mode=svc["split_mode"])
+        for row, g in zip(p.devices, gpus):
+            used[g] += row.total
+        host_used += p.host["total"]
+        out[svc["name"]] = ServicePlan(svc["name"], False, p)
+    autos = [s for s in services if s.get("placement") == "auto"]
+    sharing = {g: sum(1 for s in autos if g in service_gpus(doc, s)) for g in range(len(memory_of))}
+    for svc in autos:
+        gpus = service_gpus(doc, svc)
+        model = models[svc["model"]]
+        budget = [(memory_of[g] - used[g] - margin) // max(sharing[g], 1) + margin for g in gpus]
+        host = None if ram is None else (ram - host_used) // max(len(autos), 1)
+        out[svc["name"]] = ServicePlan(svc["name"], True, plan(model, budget, host, settings(doc, svc, model), margin))
+    return out
+
+
+def placement_problems(host: str, doc: dict, plans: dict[str, ServicePlan]) -> list:
+    from .validate import Problem
+    problems = []
+    for i, svc in enumerate(doc["services"]):
+        sp = plans.get(svc["name"])
+        if sp and not sp.plan.fits:
+            what = "a model and context that fit this rig" if sp.auto else "a placement that fits this rig's GPUs and RAM"
+            problems.append(Problem(host, f"services[{i}].placement" if sp.auto else f"services[{i}]",
+                                    svc.get("placement") or svc["name"],
+                                    f"{what}: {sp.plan.reason} (llamarig plan prints the table)"))
+    return problems
+
+
+def read_headers(doc: dict, resolved) -> ModelInfo:
+    """The GGUF headers of a resolved model (llamarig.hub.ResolvedModel), by range requests, cached."""
+    from .gguf import read_hub_model
+    from .hub import hub_token
+    return read_hub_model(resolved.repo, resolved.file, resolved.commit, doc["hub_endpoint"],
+                          hub_token(doc["hub_token_env"]))
+
+
+def rig_models(doc: dict, resolve) -> dict[str, ModelInfo]:
+    """Headers of the models the rig's checkable services use; `resolve(name)` gives a ResolvedModel."""
+    names = sorted({s["model"] for s in doc["services"] if checkable(doc, s)})
+    return {name: read_headers(doc, resolve(name)) for name in names}
