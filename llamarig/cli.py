@@ -60,6 +60,13 @@ def cmd_render(args) -> int:
     shown = 0
     for host in hosts:
         doc = docs[host]
+        token = hub_token(doc["hub_token_env"])
+        doc, _plans, issues = rigplan.planned_doc(
+            host, doc, lambda name, d=doc: resolve_model(name, d["models"][name], d["hub_endpoint"], token),
+            check_explicit=False)
+        if issues:
+            print(format_problems(issues), file=sys.stderr)
+            return 1
         for service in doc["services"]:
             if args.service and service["name"] != args.service:
                 continue

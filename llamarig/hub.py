@@ -64,6 +64,9 @@ def resolve_model(name: str, model: dict, endpoint: str, token: str | None = Non
         raise HubError(f"model {name}: revision {model['revision']} not found in {model['repo']}") from None
     except (HfHubHTTPError, OSError) as exc:
         raise HubError(f"model {name}: could not read {model['repo']} from {endpoint}: {exc}") from None
+    except Exception as exc:  # the HTTP client's own errors (connection refused, timeouts, TLS)
+        raise HubError(f"model {name}: could not reach {endpoint} for {model['repo']}: "
+                       f"{type(exc).__name__}: {exc}") from None
 
     files = []
     for sibling in info.siblings or []:

@@ -117,3 +117,29 @@ def rig_models(doc: dict, resolve) -> dict[str, ModelInfo]:
     """Headers of the models the rig's checkable services use; `resolve(name)` gives a ResolvedModel."""
     names = sorted({s["model"] for s in doc["services"] if checkable(doc, s)})
     return {name: read_headers(doc, resolve(name)) for name in names}
+
+
+def planned_doc(host: str, doc: dict, resolve, check_explicit: bool = True) -> tuple[dict, dict[str, ServicePlan], list]:
+    """The rig's data with every `placement: auto` service's planned flags filled in, the plans,
+    and the problems (a placement that does not fit; a model whose headers cannot be read).
+
+    With `check_explicit` false (`llamarig render`), a rig without `auto` services reads no header."""
+    from .gguf import GgufError
+    from .hub import HubError
+    from .validate import Problem
+
+    if not any(checkable(doc, s) for s in doc["services"]):
+        return doc, {}, []
+    if not check_explicit and not any(s.get("placement") == "auto" for s in doc["services"]):
+        return doc, {}, []
+    try:
+        models = rig_models(doc, resolve)
+    except (HubError, GgufError) as exc:
+        return doc, {}, [Problem(host, "services", "placement", f"model headers the planner can read ({exc})")]
+    plans = plan_rig(doc, models)
+    services = [plans[s["name"]].service_with_flags(s, doc["build_fork"]) if s["name"] in plans else s
+                for s in doc["services"]]
+    problems = placement_problems(host, doc, plans)
+    if not check_explicit:
+        problems = [p for p in problems if p.path.endswith(".placement")]
+    return dict(doc, services=services), plans, problems

@@ -15,6 +15,7 @@ from pyinfra import host, state
 
 from llamarig.gitref import GitRefError, resolve_ref
 from llamarig.hub import HubError, ResolvedModel, hub_token, resolve_model
+from llamarig.rigplan import planned_doc
 from llamarig.validate import Problem, format_problems, validate_all
 
 
@@ -53,6 +54,13 @@ def _plan_all() -> dict[str, RigPlan]:
                 except HubError as exc:
                     problems.append(Problem(name, f"models.{model_name}", doc["models"][model_name]["repo"],
                                             f"a model the Hub serves ({exc})"))
+            if any(m not in models for m in used):
+                continue
+            doc, placed, placement_issues = planned_doc(name, doc, lambda m: models[m])
+            problems += placement_issues
+            for sp in placed.values():
+                if sp.auto and sp.plan.fits:
+                    click.echo(f"--> llamarig: {name}: {sp.name}: planned " + " ".join(sp.plan.placement_args()), err=True)
             plans[name] = RigPlan(doc, models, commit)
     if problems:
         click.echo(format_problems(problems), err=True)
