@@ -140,6 +140,33 @@ def test_a_flag_the_build_lacks_stops_that_change_and_keeps_the_service(bed):
     assert changed_ops(run) == {}
 
 
+def test_placement_auto_is_planned_shown_in_the_dry_diff_and_served(bed):
+    """rig2's service says placement: auto: the planner reads the model's headers from the Hub and the
+    planned flags reach the unit, visible in --dry --diff first."""
+    original = bed.inventory.read_text()
+    bed.inventory.write_text(original.replace("'sampling': {'temp': 0.0}",
+                                              "'sampling': {'temp': 0.0}, 'placement': 'auto'"))
+    try:
+        unit_before = bed.unit_text("rig2")
+        dry = bed.pyinfra("--dry", "--diff", "--limit", "rig2")
+        assert dry.returncode == 0, dry.stderr[-4000:]
+        out = dry.stdout + dry.stderr
+        # gemma3 270M: 18 layers + the output layer, all on the one GPU; no override needed
+        assert "rig2: chat: planned --n-gpu-layers 19 --fit off" in out, out[-3000:]
+        assert any(line.lstrip().startswith("+") and "--n-gpu-layers 19" in line and "--fit off" in line
+                   for line in out.splitlines()), out[-6000:]
+        assert bed.unit_text("rig2") == unit_before
+        run = bed.pyinfra("-y", "--json", "--limit", "rig2")
+        assert run.returncode == 0, run.stderr[-4000:]
+        assert "--n-gpu-layers 19" in bed.unit_text("rig2")
+        assert chat(bed.ports["rig2"]).strip()
+    finally:
+        bed.inventory.write_text(original)
+    run = bed.pyinfra("-y", "--json", "--limit", "rig2")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert bed.unit_text("rig2") == unit_before
+
+
 def test_a_rebooted_rig_comes_back_with_its_power_limits_and_services(bed):
     q = "nvidia-smi --query-gpu=power.limit,persistence_mode --format=csv,noheader,nounits"
     bed.rigs["rig1"].reboot()
