@@ -23,6 +23,7 @@ build_packages = ["build-essential", "cmake", "git", "ccache"]
 # --- hub: where models come from ---
 hub_endpoint = "https://huggingface.co"
 hub_token_env = "HF_TOKEN"  # read on the controller, if set
+hub_token_file = None  # or a file on the controller holding the token
 hub_client = "huggingface_hub>=1.0,<3"
 
 # --- models and services ---

@@ -13,7 +13,8 @@ import shlex
 import sys
 
 from . import layout
-from .hub import HubError, hub_token, resolve_model
+from .hub import HubError, resolve_model
+from .secrets import SecretError, hub_token
 from .inventory import InventoryError, load_inventory
 from . import rigplan
 from .gguf import GgufError, read_model
@@ -43,7 +44,7 @@ def model_file_for(doc: dict, model_name: str) -> str:
     model = doc["models"][model_name]
     if model["file"]:
         return model["file"]
-    resolved = resolve_model(model_name, model, doc["hub_endpoint"], hub_token(doc["hub_token_env"]))
+    resolved = resolve_model(model_name, model, doc["hub_endpoint"], hub_token(doc))
     return resolved.file
 
 
@@ -60,7 +61,7 @@ def cmd_render(args) -> int:
     shown = 0
     for host in hosts:
         doc = docs[host]
-        token = hub_token(doc["hub_token_env"])
+        token = hub_token(doc)
         doc, _plans, issues = rigplan.planned_doc(
             host, doc, lambda name, d=doc: resolve_model(name, d["models"][name], d["hub_endpoint"], token),
             check_explicit=False)
@@ -150,7 +151,7 @@ def _plan_inventory(args) -> int:
         print(f"llamarig plan: {args.host}: {args.service} leaves its placement to llama.cpp "
               f"(split mode {service['split_mode']}, or no placement flag and --fit on)", file=sys.stderr)
         return 2
-    token = hub_token(doc["hub_token_env"])
+    token = hub_token(doc)
     try:
         models = rigplan.rig_models(doc, lambda name: resolve_model(name, doc["models"][name], doc["hub_endpoint"], token))
     except (HubError, GgufError) as exc:
@@ -199,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     except InventoryError as exc:
         print(f"llamarig: {exc}", file=sys.stderr)
         return 2
+    except SecretError as exc:
+        print(f"llamarig: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -38,12 +38,6 @@ class ResolvedModel:
         return sum(f.size for f in self.files)
 
 
-def hub_token(token_env: str | None) -> str | None:
-    if not token_env:
-        return None
-    return os.environ.get(token_env) or None
-
-
 _cache: dict[tuple, ResolvedModel] = {}
 
 

@@ -58,6 +58,14 @@ def unit_name(service_name: str) -> str:
     return f"llamarig-{service_name}.service"
 
 
+CREDENTIALS_DIR = "/etc/llamarig/credentials"
+
+
+def api_key_file(service_name: str) -> str:
+    """Root-only file on the rig holding a service's API key (read by systemd's LoadCredential=)."""
+    return posixpath.join(CREDENTIALS_DIR, f"{service_name}.api-key")
+
+
 def libexec(root: str, name: str) -> str:
     return posixpath.join(root, "libexec", name)
 

@@ -108,9 +108,9 @@ def placement_problems(host: str, doc: dict, plans: dict[str, ServicePlan]) -> l
 def read_headers(doc: dict, resolved) -> ModelInfo:
     """The GGUF headers of a resolved model (llamarig.hub.ResolvedModel), by range requests, cached."""
     from .gguf import read_hub_model
-    from .hub import hub_token
+    from .secrets import hub_token
     return read_hub_model(resolved.repo, resolved.file, resolved.commit, doc["hub_endpoint"],
-                          hub_token(doc["hub_token_env"]))
+                          hub_token(doc))
 
 
 def rig_models(doc: dict, resolve) -> dict[str, ModelInfo]:

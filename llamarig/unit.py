@@ -100,9 +100,26 @@ def render_power_unit(host: str, commands: list[str]) -> str:
     return _env().get_template("llamarig-power.service.j2").render(host=host, commands=commands)
 
 
+# The server reads its API key from the credential systemd passes it (LoadCredential=); %d is the
+# credentials directory, so the key is in no unit, no argv and no environment.
+API_KEY_CREDENTIAL = "api-key"
+API_KEY_ARG = "%d/" + API_KEY_CREDENTIAL
+
+
+def has_api_key(service: dict) -> bool:
+    return bool(service.get("api_key_env") or service.get("api_key_file"))
+
+
 def service_argv(doc: dict, service: dict, model_file: str) -> list[str]:
     """llama-server's arguments for ``service`` (no program name); ``model_file`` is relative to the model's repo."""
-    return server_args(service, layout.model_path(doc["models_dir"], service["model"], model_file), doc["build_fork"])
+    args = server_args(service, layout.model_path(doc["models_dir"], service["model"], model_file), doc["build_fork"])
+    if has_api_key(service):
+        args += ["--api-key-file", API_KEY_ARG]
+    return args
+
+
+def _exec_word(word: str) -> str:
+    return word if word == API_KEY_ARG else systemd_quote(word)
 
 
 def render_unit(host: str, doc: dict, service: dict, model_file: str) -> str:
@@ -110,7 +127,7 @@ def render_unit(host: str, doc: dict, service: dict, model_file: str) -> str:
     model = dict(doc["models"][service["model"]], name=service["model"])
     binary = layout.server_binary(doc["build_root"], doc["build_fork"])
     args = service_argv(doc, service, model_file)
-    exec_start = " ".join(systemd_quote(w) for w in [binary, *args])
+    exec_start = " ".join(_exec_word(w) for w in [binary, *args])
     return _env().get_template("llama-server.service.j2").render(
         host=host,
         service=service,
@@ -120,4 +137,11 @@ def render_unit(host: str, doc: dict, service: dict, model_file: str) -> str:
         exec_start=exec_start,
         models_dir=doc["models_dir"],
         power_unit=POWER_UNIT if doc["gpus"] else None,
+        gpu=bool(doc["gpus"]) and bool(service_gpus_of(doc, service)),
+        credential=f"{API_KEY_CREDENTIAL}:{layout.api_key_file(service['name'])}" if has_api_key(service) else None,
     )
+
+
+def service_gpus_of(doc: dict, service: dict) -> list[int]:
+    from .validate import service_gpus
+    return service_gpus(doc, service)

@@ -189,6 +189,11 @@ def cross_check(host: str, doc: dict) -> list[Problem]:
         if svc["main_gpu"] is not None and svc["main_gpu"] >= max(len(gpus), 1):
             bad(f"{where}.main_gpu", svc["main_gpu"], f"an index below {len(gpus)} into the service's GPUs")
 
+        if svc["api_key_env"] and svc["api_key_file"]:
+            bad(f"{where}.api_key_file", svc["api_key_file"], "null when api_key_env is set (one source per key)")
+        if any(a.split("=", 1)[0] in ("--api-key", "--api-key-file") for a in svc["extra_args"]):
+            bad(f"{where}.extra_args", svc["extra_args"],
+                "no --api-key or --api-key-file (a key on the command line is readable by every local user: use api_key_env or api_key_file)")
         if svc["placement"] == "auto":
             for key in ("n_gpu_layers", "tensor_split", "n_cpu_moe", "cpu_moe", "fit"):
                 if svc[key] not in (None, False) and not (key == "fit" and svc[key] is False):

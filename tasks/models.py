@@ -16,7 +16,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
 from llamarig import layout
-from llamarig.hub import ResolvedModel, hub_token
+from llamarig.hub import ResolvedModel
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MANIFEST = ".llamarig-manifest.json"
@@ -151,7 +151,7 @@ def apply(rig):
     files.directory(name="llamarig directories", path=str(Path(script).parent), present=True)
     files.put(name="Model fetch script", src=str(TEMPLATES / "llamarig-fetch-model.py"), dest=script, mode="755")
     files.directory(name="Models directory", path=doc["models_dir"], present=True, mode="755")
-    token = hub_token(doc["hub_token_env"])
+    token = rig.hub_token
     if token:
         secret_file(name=f"Hub token ({TOKEN_FILE}, root only)", path=TOKEN_FILE, secret=token)
     else:

@@ -8,13 +8,14 @@ anything is changed anywhere. Problems are printed together, never as a tracebac
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import click
 from pyinfra import host, state
 
 from llamarig.gitref import GitRefError, resolve_ref
-from llamarig.hub import HubError, ResolvedModel, hub_token, resolve_model
+from llamarig.hub import HubError, ResolvedModel, resolve_model
+from llamarig.secrets import SecretError, api_key, hub_token
 from llamarig.rigplan import planned_doc
 from llamarig.validate import Problem, format_problems, validate_all
 
@@ -24,6 +25,8 @@ class RigPlan:
     doc: dict
     models: dict[str, ResolvedModel]
     commit: str
+    hub_token: str | None = None
+    api_keys: dict[str, str] = field(default_factory=dict)  # by service name; never printed
 
 
 _plans: dict[int, dict[str, RigPlan] | None] = {}
@@ -46,7 +49,22 @@ def _plan_all() -> dict[str, RigPlan]:
                 problems.append(Problem(name, "build_ref", doc["build_ref"], f"a ref of {doc['build_git_url']} ({exc})"))
                 continue
             models = {}
-            token = hub_token(doc["hub_token_env"])
+            try:
+                token = hub_token(doc)
+            except SecretError as exc:
+                problems.append(Problem(name, "hub_token_file" if doc["hub_token_file"] else "hub_token_env",
+                                        doc["hub_token_file"] or doc["hub_token_env"], f"a readable Hub token ({exc})"))
+                continue
+            keys = {}
+            for i, svc in enumerate(doc["services"]):
+                try:
+                    key = api_key(svc)
+                except SecretError as exc:
+                    which = "api_key_file" if svc["api_key_file"] else "api_key_env"
+                    problems.append(Problem(name, f"services[{i}].{which}", svc[which], f"a readable API key ({exc})"))
+                    continue
+                if key:
+                    keys[svc["name"]] = key
             used = {svc["model"] for svc in doc["services"]}
             for model_name in sorted(used):
                 try:
@@ -61,7 +79,7 @@ def _plan_all() -> dict[str, RigPlan]:
             for sp in placed.values():
                 if sp.auto and sp.plan.fits:
                     click.echo(f"--> llamarig: {name}: {sp.name}: planned " + " ".join(sp.plan.placement_args()), err=True)
-            plans[name] = RigPlan(doc, models, commit)
+            plans[name] = RigPlan(doc, models, commit, token, keys)
     if problems:
         click.echo(format_problems(problems), err=True)
         click.echo(f"--> llamarig: {len(problems)} problem(s) in the host data; no host was changed", err=True)

@@ -70,7 +70,9 @@ def test_power_boot_unit_sets_every_declared_setting():
                         "nvidia-smi -i 2 -pm 1", "nvidia-smi -i 2 -pl 250.5"]
     text = render_power_unit("garage", commands)
     assert "Type=oneshot" in text and "RemainAfterExit=yes" in text and "WantedBy=multi-user.target" in text
-    assert [line for line in text.splitlines() if line.startswith("ExecStart=")] == [f"ExecStart={c}" for c in commands]
+    # modules and device nodes first (the hardened servers cannot create them), then every setting
+    assert [line for line in text.splitlines() if line.startswith("ExecStart=")] == \
+        ["ExecStart=-/usr/bin/nvidia-modprobe -u -c0"] + [f"ExecStart={c}" for c in commands]
 
 
 def test_gpu_services_start_after_the_power_unit():
