@@ -39,12 +39,12 @@ class PythonPackageVersion(FactBase):
 
 
 class ModelFiles(FactBase):
-    """A model directory's manifest and the size of every file under it."""
+    """A model directory's manifest, and the size and identity (size, mtime, ctime, inode) of every file under it."""
 
     def command(self, path):
         q = shlex.quote(path)
         return (f"cat {q}/{MANIFEST} 2>/dev/null; echo; echo '--- files'; "
-                f"test -d {q} && find {q} -path {q}/.staging -prune -o -type f -printf '%P\\t%s\\n' || true")
+                f"test -d {q} && find {q} -path {q}/.staging -prune -o -type f -printf '%P\\t%s\\t%T@\\t%C@\\t%i\\n' || true")
 
     def process(self, output):
         text = "\n".join(output)
@@ -53,12 +53,14 @@ class ModelFiles(FactBase):
             manifest = json.loads(head) if head.strip() else None
         except ValueError:
             manifest = None
-        sizes = {}
+        sizes, identity = {}, {}
         for line in tail.splitlines():
-            name, _, size = line.partition("\t")
-            if name and size.isdigit():
+            fields = line.split("\t")
+            if len(fields) == 5 and fields[1].isdigit():
+                name, size, mtime, ctime, inode = fields
                 sizes[name] = int(size)
-        return {"manifest": manifest, "sizes": sizes}
+                identity[name] = [int(size), int(float(mtime)), int(float(ctime)), int(inode)]
+        return {"manifest": manifest, "sizes": sizes, "identity": identity}
 
 
 TOKEN_FILE = "/etc/llamarig/hub-token"
@@ -119,6 +121,8 @@ def hub_model(model: ResolvedModel, dest: str, python: str, script: str, endpoin
         and manifest.get("commit") == model.commit
         and manifest.get("files") == want
         and all(state["sizes"].get(path) == spec["size"] for path, spec in want.items())
+        # a file written to since it was verified (a flipped byte) no longer has its recorded identity
+        and all((manifest.get("identity") or {}).get(path) == state.get("identity", {}).get(path) for path in want)
     )
     if complete:
         host.noop(f"{dest} holds {model.repo}@{model.commit[:12]}, all {len(want)} file(s) complete")

@@ -14,6 +14,7 @@ from llamarig import layout
 from llamarig.helpflags import accepted_flags, unknown_flags
 from llamarig.unit import POWER_UNIT, render_unit, service_argv
 
+from .models import secret_file
 from .util import executing, fail_command
 
 UNIT_DIR = "/etc/systemd/system"
@@ -31,6 +32,21 @@ class LlamarigUnits(FactBase):
 
     def process(self, output):
         return sorted(line.strip() for line in output if line.strip() and line.strip() != POWER_UNIT)
+
+
+class CredentialFiles(FactBase):
+    """The API-key files in llamarig's credentials directory."""
+
+    @staticmethod
+    def default():
+        return []
+
+    def command(self, directory):
+        q = shlex.quote(directory)
+        return f"test -d {q} && find {q} -maxdepth 1 -type f -name '*.api-key' || true"
+
+    def process(self, output):
+        return sorted(line.strip() for line in output if line.strip())
 
 
 class ServerHelp(FactBase):
@@ -100,6 +116,18 @@ def apply(rig, built, model_ops=None):
         systemd.service(name=f"Stop {unit} (no longer declared)", service=unit, running=False, enabled=False)
         removed.append(files.file(name=f"Remove {unit}", path=f"{UNIT_DIR}/{unit}", present=False))
 
+    # API keys: root-only files systemd hands to the server (LoadCredential=); stale ones removed.
+    keys = {}
+    for svc in doc["services"]:
+        path = layout.api_key_file(svc["name"])
+        key = rig.api_keys.get(svc["name"])
+        if key:
+            keys[svc["name"]] = secret_file(name=f"API key of {svc['name']} ({path}, root only)", path=path,
+                                            secret=key + "\n")
+    for path in host.get_fact(CredentialFiles, directory=layout.CREDENTIALS_DIR):
+        if path not in {layout.api_key_file(n) for n in keys}:
+            files.file(name=f"Remove {path} (no longer declared)", path=path, present=False)
+
     put = {}
     for svc in doc["services"]:
         unit = layout.unit_name(svc["name"])
@@ -114,6 +142,8 @@ def apply(rig, built, model_ops=None):
     for svc in doc["services"]:
         unit = layout.unit_name(svc["name"])
         triggers = [put[unit], *build_ops]
+        if svc["name"] in keys:
+            triggers.append(keys[svc["name"]])
         if svc["model"] in model_ops:
             triggers.append(model_ops[svc["model"]])
         # reset-failed first: a unit that hit its start limit (say, yesterday's bad model) refuses a plain restart.

@@ -17,6 +17,7 @@ from pyinfra.api import FactBase, deploy, operation
 from pyinfra.operations import files
 
 from llamarig import layout
+from llamarig.unit import has_api_key
 
 from .util import executing, fail_command
 
@@ -26,9 +27,11 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 class ServiceCheck(FactBase):
     """The verdict of llamarig-verify.py for one service (a dict)."""
 
-    def command(self, script, unit, url, ctx, prompt, max_tokens, timeout):
+    def command(self, script, unit, url, ctx, prompt, max_tokens, timeout, key_file=None):
         words = ["python3", script, "--unit", unit, "--url", url, "--prompt", prompt,
                  "--max-tokens", max_tokens, "--timeout", timeout]
+        if key_file:
+            words += ["--api-key-file", key_file]
         if ctx is not None:
             words += ["--ctx", ctx]
         return " ".join(shlex.quote(str(w)) for w in words)
@@ -65,7 +68,8 @@ def service_answers(service: dict, script: str, prompt: str, max_tokens: int, ti
         return
     unit = layout.unit_name(service["name"])
     verdict = host.get_fact(ServiceCheck, script=script, unit=unit, url=service_url(service),
-                            ctx=service["ctx_size"], prompt=prompt, max_tokens=max_tokens, timeout=timeout)
+                            ctx=service["ctx_size"], prompt=prompt, max_tokens=max_tokens, timeout=timeout,
+                            key_file=layout.api_key_file(service["name"]) if has_api_key(service) else None)
     if verdict.get("ok"):
         logger.info(f"{host.print_prefix}{click.style(unit, bold=True)} [live] healthy, n_ctx "
                     f"{verdict.get('live_n_ctx')} x {verdict.get('live_slots')} slot(s); answer: {verdict.get('answer')!r}")

@@ -4,8 +4,12 @@
 Each file is fetched with huggingface_hub into a staging directory beside the
 model, checked against the size and sha256 the Hub's metadata gave, and only
 then moved into place, so a server reading the model never sees a partial file.
-Files already in place with the recorded size and digest are not fetched again.
-The Hub token, if any, is read from --token-file (root-only), never from argv.
+Files already in place with the recorded size and digest are not fetched again;
+the manifest also records each verified file's identity (size, mtime, ctime,
+inode), and a file whose identity changed since (someone wrote to it) is hashed
+again and fetched again when its digest no longer matches. Before the first byte
+moves, the free space under the model directory is checked against what is left
+to fetch. The Hub token, if any, is read from --token-file (root-only), never from argv.
 """
 
 import argparse
@@ -21,6 +25,24 @@ def sha256_of(path):
         for block in iter(lambda: handle.read(16 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def identity(path):
+    """What changes when a file is written to: size, mtime and ctime (seconds) and inode."""
+    st = os.stat(path)
+    return [st.st_size, int(st.st_mtime), int(st.st_ctime), st.st_ino]
+
+
+def in_place(final, want, recorded, seen):
+    """Whether `final` is the verified file the Hub describes, hashing only when it may have changed."""
+    if not os.path.isfile(final) or os.path.getsize(final) != want["size"] or recorded != want:
+        return False
+    if seen is not None and seen == identity(final):
+        return True
+    if want.get("sha256") and sha256_of(final) != want["sha256"]:
+        print(f"{final}: changed on disk since it was verified (sha256 differs): fetching it again", flush=True)
+        return False
+    return True
 
 
 def main():
@@ -47,13 +69,22 @@ def main():
     except (OSError, ValueError):
         old = {}
     old_files = old.get("files", {}) if old.get("repo") == args.repo else {}
+    old_ids = old.get("identity", {}) if old.get("repo") == args.repo else {}
 
     staging = os.path.join(args.dest, ".staging")
     os.makedirs(staging, exist_ok=True)
+    todo = [path for path, want in sorted(files.items())
+            if not in_place(os.path.join(args.dest, path), want, old_files.get(path), old_ids.get(path))]
+    need = sum(files[p]["size"] for p in todo)
+    st = os.statvfs(args.dest)
+    free = st.f_bavail * st.f_frsize
+    if need > free:
+        sys.exit(f"llamarig: {args.repo}: {need / 2**30:.2f} GiB left to download, but only "
+                 f"{free / 2**30:.2f} GiB free under {args.dest}; nothing was downloaded")
     fetched = 0
     for path, want in sorted(files.items()):
         final = os.path.join(args.dest, path)
-        if os.path.isfile(final) and os.path.getsize(final) == want["size"] and old_files.get(path) == want:
+        if path not in todo:
             continue
         print(f"fetching {path} ({want['size']} bytes)", flush=True)
         got = hf_hub_download(repo_id=args.repo, filename=path, revision=args.commit,
@@ -73,7 +104,9 @@ def main():
 
     tmp = manifest_path + ".tmp"
     with open(tmp, "w") as handle:
-        json.dump({"repo": args.repo, "commit": args.commit, "files": files}, handle, indent=1, sort_keys=True)
+        ids = {path: identity(os.path.join(args.dest, path)) for path in files}
+        json.dump({"repo": args.repo, "commit": args.commit, "files": files, "identity": ids}, handle,
+                  indent=1, sort_keys=True)
     os.replace(tmp, manifest_path)
     print(f"llamarig: {args.repo}@{args.commit[:12]}: {fetched} file(s) fetched, {len(files) - fetched} already in place")
 

@@ -15,8 +15,11 @@ import urllib.error
 import urllib.request
 
 
+AUTH = {}  # Authorization header when the server has an API key (read from a root-only file, never argv)
+
+
 def get(url, timeout=10):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH), timeout=timeout) as response:
         return response.status, response.read()
 
 
@@ -73,7 +76,7 @@ def check(args):
         args.url + "/v1/chat/completions",
         data=json.dumps({"messages": [{"role": "user", "content": args.prompt}],
                          "max_tokens": args.max_tokens, "temperature": 0}).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **AUTH},
     )
     try:
         with urllib.request.urlopen(request, timeout=max(60, args.timeout)) as response:
@@ -99,7 +102,11 @@ def main():
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--timeout", type=int, default=600)
+    parser.add_argument("--api-key-file")
     args = parser.parse_args()
+    if args.api_key_file:
+        with open(args.api_key_file) as handle:
+            AUTH["Authorization"] = "Bearer " + handle.readline().rstrip("\n")
     try:
         result = check(args)
     except Exception as exc:  # the verdict must always come back as JSON

@@ -42,12 +42,13 @@ class Bed:
         return self.project / "testrigs.py"
 
     def pyinfra(self, *args, inventory: Path | None = None, timeout: int = 1800,
-                hf_token: str | None = None) -> subprocess.CompletedProcess:
+                hf_token: str | None = None, extra_env: dict | None = None) -> subprocess.CompletedProcess:
         cmd = [*PYINFRA, str(inventory or self.inventory), "deploy.py", *args]
         env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
         if hf_token:
             env["HF_TOKEN"] = hf_token
         env["PYINFRA_PROGRESS"] = "off"
+        env.update(extra_env or {})
         result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
         self.runs.append((cmd, result))
         return result

@@ -7,13 +7,16 @@ minutes of compiling; every later test reuses the deployed rigs).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 import time
 import urllib.request
 
 import pytest
 
-from .conftest import results, write_garage
+from .conftest import ROOT, results, write_garage
 
 pytestmark = pytest.mark.slow
 
@@ -206,6 +209,59 @@ def test_hub_token_reaches_the_rig_download_and_nowhere_else(bed):
     run = bed.pyinfra("-y")
     assert run.returncode == 0, run.stderr[-4000:]
     assert bed.ssh("rig2", "test -e /etc/llamarig/hub-token && echo present || echo absent").strip() == "absent"
+
+
+STATUS_PY = ("import sys, urllib.request as u, urllib.error as e\n"
+             "h = {{'Content-Type': 'application/json'}}\n"
+             "if len(sys.argv) > 1: h['Authorization'] = 'Bearer ' + open(sys.argv[1]).read().strip()\n"
+             "r = u.Request('http://127.0.0.1:{port}/v1/chat/completions', headers=h, data=b'"
+             '{{"messages": [{{"role": "user", "content": "Hi"}}], "max_tokens": 2}}' "')\n"
+             "try: print(u.urlopen(r, timeout=120).status)\n"
+             "except e.HTTPError as x: print(x.code)\n")
+
+
+def test_api_key_reaches_the_server_as_a_credential_and_nowhere_else(bed, tmp_path):
+    canary = "sk-llamarig-CANARY-5e1f0c9d"
+    original = bed.inventory.read_text()
+    bed.inventory.write_text(original.replace("'sampling': {'temp': 0.0}",
+                                              "'sampling': {'temp': 0.0}, 'api_key_env': 'CHAT_API_KEY'"))
+    env = {"CHAT_API_KEY": canary}
+    script = STATUS_PY.format(port=bed.ports["rig2"])
+    try:
+        missing = bed.pyinfra("--dry", "--limit", "rig2")
+        assert missing.returncode != 0 and "services[0].api_key_env = 'CHAT_API_KEY'" in missing.stderr
+        assert "CHAT_API_KEY is not set on the controller" in missing.stderr
+        dry = bed.pyinfra("--dry", "--diff", "--limit", "rig2", extra_env=env)
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        run = bed.pyinfra("-y", "-vv", "--limit", "rig2", extra_env=env)
+        assert run.returncode == 0, run.stderr[-4000:]
+        (tmp_path / "s.py").write_text(script)
+        bed.ssh("rig2", f"cat > /tmp/s.py <<'EOF'\n{script}\nEOF")
+        assert bed.ssh("rig2", "python3 /tmp/s.py").strip() == "401"           # no key: refused
+        key_file = "/etc/llamarig/credentials/chat.api-key"
+        assert bed.ssh("rig2", f"python3 /tmp/s.py {key_file}").strip() == "200"  # the key: served
+        assert bed.ssh("rig2", f"stat -c '%a %U' {key_file}").strip() == "600 root"
+        plan = subprocess.run([sys.executable, "-m", "llamarig", "plan", str(bed.inventory), "--host", "rig2",
+                               "--service", "chat"], capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, **env})
+        render = subprocess.run([sys.executable, "-m", "llamarig", "render", str(bed.inventory), "--host", "rig2"],
+                                capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env})
+        assert render.returncode == 0 and "--api-key-file %d/api-key" in render.stdout
+        outputs = dry.stdout + dry.stderr + run.stdout + run.stderr + plan.stdout + plan.stderr + render.stdout
+        assert canary not in outputs                      # deploy, --diff, -vv, plan, render
+        pid = bed.main_pid("rig2")
+        assert canary not in bed.ssh("rig2", "cat /etc/systemd/system/llamarig-*.service")
+        assert canary not in bed.ssh("rig2", f"tr '\\0' '\\n' < /proc/{pid}/environ")
+        assert canary not in bed.ssh("rig2", "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '", check=False)
+        assert canary not in bed.ssh("rig2", "journalctl --no-pager -o cat")
+        repo = subprocess.run(["git", "grep", "-I", "-l", canary[:18]], cwd=ROOT, capture_output=True, text=True)
+        assert repo.stdout.strip() in ("", "tests/e2e/test_deploy.py")  # only this test names it
+    finally:
+        bed.inventory.write_text(original)
+    run = bed.pyinfra("-y", "--limit", "rig2")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert bed.ssh("rig2", "ls /etc/llamarig/credentials").strip() == ""
+    assert bed.ssh("rig2", "python3 /tmp/s.py").strip() == "200"
 
 
 BAD_DATA = [
