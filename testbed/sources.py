@@ -115,7 +115,7 @@ def ensure_llama_cpp_repo() -> tuple[Path, str, str]:
     """Bare repo $CACHE/git/llama.cpp.git with one deterministic commit of the
     sdist's vendor/llama.cpp, branch master and annotated tag b0.3.36.
     Returns (path, tag, commit sha)."""
-    return _sdist_repo(llama_repo_path(), dl_dir() / LLAMA_SDIST, "llama_cpp_python-0.3.36/vendor/llama.cpp/",
+    return _sdist_repo(llama_repo_path(), _ensure_sdist(LLAMA_SDIST, "llama-cpp-python==0.3.36"), "llama_cpp_python-0.3.36/vendor/llama.cpp/",
                        LLAMA_BRANCH, LLAMA_TAG, "llama.cpp as vendored by llama-cpp-python 0.3.36",
                        check=["CMakeLists.txt", "tools/server"],
                        upstream_member="llama_cpp_python-0.3.36/.git/modules/vendor/llama.cpp/HEAD")
@@ -155,20 +155,23 @@ def ik_repo_path() -> Path:
     return cache_dir() / "git" / "ik_llama.cpp.git"
 
 
-def _ensure_ik_sdist() -> Path:
-    path = dl_dir() / IK_SDIST
+def _ensure_sdist(file_name: str, requirement: str) -> Path:
+    """The sdist ``file_name`` in the download cache, fetched from PyPI when missing."""
+    path = dl_dir() / file_name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        log("pip download ik-llama-cpp-python==0.1.5 (sdist)")
+        log(f"pip download {requirement} (sdist)")
         run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-             "ik-llama-cpp-python==0.1.5", "-d", str(path.parent)])
+             requirement, "-d", str(path.parent)])
+        if not path.exists():
+            raise RuntimeError(f"pip download {requirement} left no {file_name} in {path.parent}")
     return path
 
 
 def ensure_ik_llama_cpp_repo() -> tuple[Path, str, str]:
     """Bare repo $CACHE/git/ik_llama.cpp.git from the ik-llama-cpp-python 0.1.5 sdist's
     vendor/ik_llama.cpp plus the build-info generator it lacks; branch main, tag ik-0.1.5."""
-    return _sdist_repo(ik_repo_path(), _ensure_ik_sdist(), "ik_llama_cpp_python-0.1.5/vendor/ik_llama.cpp/",
+    return _sdist_repo(ik_repo_path(), _ensure_sdist(IK_SDIST, "ik-llama-cpp-python==0.1.5"), "ik_llama_cpp_python-0.1.5/vendor/ik_llama.cpp/",
                        IK_BRANCH, IK_TAG, "ik_llama.cpp as vendored by ik-llama-cpp-python 0.1.5 (+ build-info-gen-cpp.cmake)",
                        check=["CMakeLists.txt", "examples/server", "examples/sweep-bench", "common/build-info.cpp.in"],
                        extra={"common/cmake/build-info-gen-cpp.cmake": IK_BUILD_INFO_GEN})
