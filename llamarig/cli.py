@@ -163,6 +163,11 @@ def _plan_inventory(args) -> int:
     return _print_plan(sp.plan, service_argv(doc, svc, file), args.json)
 
 
+def cmd_verify(args) -> int:
+    from .verifycli import cmd_verify as verify
+    return verify(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llamarig", description="llamarig: declared llama.cpp rigs")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--service")
     pl.add_argument("--json", action="store_true", help="one JSON object: fits, reason, devices, host, args")
     pl.set_defaults(func=cmd_plan)
+    ver = sub.add_parser("verify", help="check every service on its rig over SSH: unit, /health, /props, exposure")
+    ver.add_argument("inventory")
+    ver.add_argument("--host", action="append", help="only this rig (repeatable)")
+    ver.add_argument("--inference", action="store_true", help="also time one completion per service")
+    ver.add_argument("--json", action="store_true", help="one JSON list of {host, service, check, grade, ok, value, expected}")
+    ver.set_defaults(func=cmd_verify)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
