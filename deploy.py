@@ -11,5 +11,6 @@ rig = rig_plan()
 power.apply(rig)
 built = build.apply(rig)
 fetched = models.apply(rig)
-services.apply(rig, built, model_ops=fetched)
-verify.apply(rig)
+units = services.apply(rig, built, model_ops=fetched)
+verify.apply(rig, units)
+models.prune(rig)  # only once every service answered: until then the old revision is the rollback

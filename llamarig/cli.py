@@ -16,7 +16,7 @@ from . import layout
 from .hub import HubError, resolve_model
 from .secrets import SecretError, hub_token
 from .inventory import InventoryError, load_inventory
-from . import rigplan
+from . import lockcli, rigplan
 from .gguf import GgufError, read_model
 from .memory import GiB, MiB, Settings
 from .plan import describe, plan
@@ -40,12 +40,14 @@ def cmd_check(args) -> int:
     return 0
 
 
-def model_file_for(doc: dict, model_name: str) -> str:
+def model_file_for(doc: dict, model_name: str) -> tuple[str, str]:
+    """(the GGUF passed to --model, the revision naming its directory), asking the Hub only when the
+    data leaves the file unset; a declared file keeps the declared revision (resolved at deploy)."""
     model = doc["models"][model_name]
     if model["file"]:
-        return model["file"]
+        return model["file"], model["revision"]
     resolved = resolve_model(model_name, model, doc["hub_endpoint"], hub_token(doc))
-    return resolved.file
+    return resolved.file, resolved.commit
 
 
 def cmd_render(args) -> int:
@@ -72,7 +74,7 @@ def cmd_render(args) -> int:
             if args.service and service["name"] != args.service:
                 continue
             try:
-                text = render_unit(host, doc, service, model_file_for(doc, service["model"]))
+                text = render_unit(host, doc, service, *model_file_for(doc, service["model"]))
             except HubError as exc:
                 print(f"llamarig: {host}: services {service['name']}: {exc}", file=sys.stderr)
                 return 1
@@ -159,8 +161,7 @@ def _plan_inventory(args) -> int:
         return 2
     sp = rigplan.plan_rig(doc, models)[args.service]
     svc = sp.service_with_flags(service, doc["build_fork"])
-    file = model_file_for(doc, svc["model"])
-    return _print_plan(sp.plan, service_argv(doc, svc, file), args.json)
+    return _print_plan(sp.plan, service_argv(doc, svc, *model_file_for(doc, svc["model"])), args.json)
 
 
 def cmd_verify(args) -> int:
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--service")
     pl.add_argument("--json", action="store_true", help="one JSON object: fits, reason, devices, host, args")
     pl.set_defaults(func=cmd_plan)
+    lockcli.add_parser(sub)
     ver = sub.add_parser("verify", help="check every service on its rig over SSH: unit, /health, /props, exposure")
     ver.add_argument("inventory")
     ver.add_argument("--host", action="append", help="only this rig (repeatable)")

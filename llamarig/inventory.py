@@ -142,3 +142,22 @@ def load_inventory(inventory: str | Path, cwd: str | Path | None = None) -> list
         merged.update(copy.deepcopy(host_data[name]))
         entries.append(HostEntry(name=name, groups=host_groups.get(name, []), data=merged))
     return entries
+
+
+def load_checked(inventory: str | Path) -> tuple[list[HostEntry], dict[str, dict]] | None:
+    """The inventory's entries and every host's validated data; None, with the problems printed on
+    stderr, when the file cannot be loaded or any host's data is bad (the CLI's commands stop there)."""
+    import sys
+
+    from .validate import format_problems, validate_all
+
+    try:
+        entries = load_inventory(inventory)
+    except InventoryError as exc:
+        print(f"llamarig: {exc}", file=sys.stderr)
+        return None
+    docs, problems = validate_all([(e.name, e.data) for e in entries])
+    if problems:
+        print(format_problems(problems), file=sys.stderr)
+        return None
+    return entries, docs

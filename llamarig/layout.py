@@ -38,20 +38,53 @@ def prefix_dir(root: str, key: str) -> str:
 
 
 def current_link(root: str, fork: str) -> str:
-    """Stable path of the fork's active build (a symlink to its prefix); units use it."""
+    """Stable path of the fork's newest build (a symlink to its prefix), for people: units name the prefix."""
     return posixpath.join(root, fork)
 
 
-def server_binary(root: str, fork: str) -> str:
-    return posixpath.join(current_link(root, fork), "bin", "llama-server")
+def server_binary(root: str, fork: str, prefix: str | None = None) -> str:
+    """llama-server of the build at ``prefix``; without one (offline, before the build), the stable link's."""
+    return posixpath.join(prefix or current_link(root, fork), "bin", "llama-server")
 
 
 def model_dir(models_dir: str, name: str) -> str:
+    """Directory of all revisions of model ``name``."""
     return posixpath.join(models_dir, name)
 
 
-def model_path(models_dir: str, name: str, file: str) -> str:
-    return posixpath.join(model_dir(models_dir, name), file)
+def revision_label(revision: str) -> str:
+    """Directory name of one revision: the commit's first 12 hex digits (a name, such as main, until resolved)."""
+    return revision[:12] if re.fullmatch(r"[0-9a-f]{40}", revision) else revision
+
+
+def model_revision_dir(models_dir: str, name: str, revision: str) -> str:
+    """Where one revision of a model lives. A new revision is fetched beside the old one, which keeps
+    serving (and stays there for a rollback) until the new unit has answered."""
+    return posixpath.join(model_dir(models_dir, name), revision_label(revision))
+
+
+def model_path(models_dir: str, name: str, revision: str, file: str) -> str:
+    return posixpath.join(model_revision_dir(models_dir, name, revision), file)
+
+
+STATE_DIR = "/var/lib/llamarig"
+KNOWN_GOOD_DIR = posixpath.join(STATE_DIR, "known-good")
+
+
+def known_good_record(unit: str) -> str:
+    """The last unit text of ``unit`` that answered its check, and its URL (JSON): what a rollback restores."""
+    return posixpath.join(KNOWN_GOOD_DIR, unit + ".json")
+
+
+def service_url(service: dict) -> str:
+    """Where a service answers on its own rig (it may bind loopback only): its bind address, or loopback."""
+    bind = service["host"]
+    address = "127.0.0.1" if bind in (None, "0.0.0.0", "127.0.0.1", "localhost") else bind
+    if bind == "::":
+        address = "[::1]"
+    elif ":" in address and not address.startswith("["):
+        address = f"[{address}]"
+    return f"http://{address}:{service['port']}"
 
 
 def unit_name(service_name: str) -> str:

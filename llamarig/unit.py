@@ -110,9 +110,15 @@ def has_api_key(service: dict) -> bool:
     return bool(service.get("api_key_env") or service.get("api_key_file"))
 
 
-def service_argv(doc: dict, service: dict, model_file: str) -> list[str]:
-    """llama-server's arguments for ``service`` (no program name); ``model_file`` is relative to the model's repo."""
-    args = server_args(service, layout.model_path(doc["models_dir"], service["model"], model_file), doc["build_fork"])
+def service_argv(doc: dict, service: dict, model_file: str, revision: str | None = None) -> list[str]:
+    """llama-server's arguments for ``service`` (no program name).
+
+    ``model_file`` is relative to the model's repository and ``revision`` is the resolved commit
+    (offline, without one, the declared revision names the directory).
+    """
+    revision = revision or doc["models"][service["model"]]["revision"]
+    path = layout.model_path(doc["models_dir"], service["model"], revision, model_file)
+    args = server_args(service, path, doc["build_fork"])
     if has_api_key(service):
         args += ["--api-key-file", API_KEY_ARG]
     return args
@@ -122,11 +128,17 @@ def _exec_word(word: str) -> str:
     return word if word == API_KEY_ARG else systemd_quote(word)
 
 
-def render_unit(host: str, doc: dict, service: dict, model_file: str) -> str:
-    """The unit text of ``service`` on rig ``host``; ``model_file`` is relative to the model's repo."""
-    model = dict(doc["models"][service["model"]], name=service["model"])
-    binary = layout.server_binary(doc["build_root"], doc["build_fork"])
-    args = service_argv(doc, service, model_file)
+def render_unit(host: str, doc: dict, service: dict, model_file: str, revision: str | None = None,
+                prefix: str | None = None) -> str:
+    """The unit text of ``service`` on rig ``host``.
+
+    ``model_file`` is relative to the model's repository, ``revision`` its resolved commit and
+    ``prefix`` the build's install prefix. At deploy both are known, so a unit names exactly the
+    binary and model files it runs: restoring an earlier unit file restores all of it (the rollback).
+    """
+    model = dict(doc["models"][service["model"]], name=service["model"], commit=revision)
+    binary = layout.server_binary(doc["build_root"], doc["build_fork"], prefix)
+    args = service_argv(doc, service, model_file, revision)
     exec_start = " ".join(_exec_word(w) for w in [binary, *args])
     return _env().get_template("llama-server.service.j2").render(
         host=host,
@@ -145,3 +157,13 @@ def render_unit(host: str, doc: dict, service: dict, model_file: str) -> str:
 def service_gpus_of(doc: dict, service: dict) -> list[int]:
     from .validate import service_gpus
     return service_gpus(doc, service)
+
+
+def rig_units(host: str, doc: dict, models: dict, prefix: str | None) -> dict[str, str]:
+    """Unit file name -> text for every service of a rig (``models``: name -> ResolvedModel); the one
+    rendering the deploy installs, the lock digests and the preflight compares."""
+    return {
+        layout.unit_name(svc["name"]): render_unit(host, doc, svc, models[svc["model"]].file,
+                                                   models[svc["model"]].commit, prefix)
+        for svc in doc["services"]
+    }

@@ -16,23 +16,23 @@ when one failed or the data is bad, 2 for usage errors.
 
 from __future__ import annotations
 
+import fnmatch
 import json
-import logging
 import os
 import re
 import shlex
 import sys
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import layout
 from .forks import canonical
-from .inventory import InventoryError, load_inventory
+from .inventory import load_checked
+from .rigssh import ssh_rig
 from .unit import has_api_key
-from .validate import format_problems, service_gpus, validate_all
+from .validate import service_gpus
 
-CONNECT_TIMEOUT_S = 10
 HTTP_TIMEOUT_S = 10
 
 
@@ -66,55 +66,6 @@ def _show(value) -> str:
     return str(value)
 
 
-# --- the one way to the rig -------------------------------------------------------------------
-
-class _AcceptUnknownKey:
-    """ssh_strict_host_key_checking no/off: accept a key not in known_hosts, and record it nowhere."""
-
-    def missing_host_key(self, client, hostname, key):
-        return None
-
-
-@contextmanager
-def ssh_rig(host: str, data: dict):
-    """Connect to rig ``host`` as pyinfra would; yields ``run(command, timeout) -> (status, stdout, stderr)``.
-
-    ``status`` is None when the command could not finish (connection lost, timeout). Raises on connect.
-    """
-    import paramiko
-
-    logging.getLogger("paramiko").addHandler(logging.NullHandler())  # errors come back as lines, not log noise
-    client = paramiko.SSHClient()
-    if str(data.get("ssh_strict_host_key_checking") or "").lower() in ("no", "off"):
-        client.set_missing_host_key_policy(_AcceptUnknownKey())
-    else:
-        client.load_system_host_keys()
-        if data.get("ssh_known_hosts_file"):
-            client.get_host_keys().load(os.path.expanduser(data["ssh_known_hosts_file"]))
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    key = data.get("ssh_key")
-    client.connect(
-        hostname=data.get("ssh_hostname") or host, port=int(data.get("ssh_port") or 22),
-        username=data.get("ssh_user"), password=data.get("ssh_password"),
-        key_filename=os.path.expanduser(key) if key else None, passphrase=data.get("ssh_key_password"),
-        allow_agent=data.get("ssh_allow_agent", True), look_for_keys=data.get("ssh_look_for_keys", True),
-        timeout=CONNECT_TIMEOUT_S, banner_timeout=CONNECT_TIMEOUT_S, auth_timeout=CONNECT_TIMEOUT_S)
-    sudo = "sudo -n " if data.get("_sudo") else ""
-
-    def run(command: str, timeout: float = 30) -> tuple[int | None, str, str]:
-        try:
-            _, out, err = client.exec_command(sudo + command, timeout=timeout)
-            stdout, stderr = out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
-            return out.channel.recv_exit_status(), stdout, stderr
-        except (OSError, paramiko.SSHException) as exc:
-            return None, "", f"{type(exc).__name__}: {exc}"
-
-    try:
-        yield run
-    finally:
-        client.close()
-
-
 # --- what runs on the rig ---------------------------------------------------------------------
 
 # One HTTP request made on the rig; prints {"status", "body", "seconds"} or {"error", "seconds"}.
@@ -144,24 +95,13 @@ print(json.dumps(out))
 """
 
 
-def service_url(service: dict) -> str:
-    """Where the service answers on its own rig (the same rule as tasks/verify.py's service_url)."""
-    bind = service["host"]
-    address = "127.0.0.1" if bind in (None, "0.0.0.0", "127.0.0.1", "localhost") else bind
-    if bind == "::":
-        address = "[::1]"
-    elif ":" in address and not address.startswith("["):
-        address = f"[{address}]"
-    return f"http://{address}:{service['port']}"
-
-
 def api_key_file_on_rig(service: dict) -> str | None:
     """The rig file holding the service's API key, which every request must send; None without a key."""
     return layout.api_key_file(service["name"]) if has_api_key(service) else None
 
 
 def http(run, service: dict, path: str, body: dict | None = None, timeout: float = HTTP_TIMEOUT_S) -> dict:
-    words = ["python3", "-c", PROBE, service_url(service) + path, json.dumps(body) if body else "",
+    words = ["python3", "-c", PROBE, layout.service_url(service) + path, json.dumps(body) if body else "",
              api_key_file_on_rig(service) or "", timeout]
     status, out, err = run(" ".join(shlex.quote(str(w)) for w in words), timeout + 15)
     try:
@@ -215,13 +155,14 @@ def props_checks(host: str, doc: dict, svc: dict, props: dict) -> list[Check]:
 
     model = doc["models"][svc["model"]]
     path = props.get("model_path")
-    folder = layout.model_dir(doc["models_dir"], svc["model"]) + "/"
-    if model["file"]:  # else the file is resolved on the Hub at deploy: the folder is what is known offline
-        expected = layout.model_path(doc["models_dir"], svc["model"], model["file"])
-        out.append(Check(host, name, "model_path", "live", path == expected, path, expected))
-    else:
-        out.append(Check(host, name, "model_path", "live", isinstance(path, str) and path.startswith(folder),
-                         path, folder + "*"))
+    # Offline, a branch or tag is not resolved and an unset file is resolved on the Hub at deploy:
+    # what is known is the model's folder, its revision directory when pinned, and the file when declared.
+    pinned = layout.revision_label(model["revision"]) != model["revision"]
+    folder = (layout.model_revision_dir(doc["models_dir"], svc["model"], model["revision"]) if pinned
+              else layout.model_dir(doc["models_dir"], svc["model"]) + "/*") + "/"
+    expected = folder + (model["file"] or "*")
+    out.append(Check(host, name, "model_path", "live", isinstance(path, str) and fnmatch.fnmatchcase(path, expected),
+                     path, expected))
     if svc["alias"] and not _overridden(doc, svc, "--alias") and "model_alias" in props:
         out.append(Check(host, name, "alias", "live", props["model_alias"] == svc["alias"], props["model_alias"], svc["alias"]))
     if svc["parallel"] and not _overridden(doc, svc, "--parallel") and "total_slots" in props:
@@ -310,15 +251,10 @@ def cmd_verify(args) -> int:
     if not os.path.isfile(args.inventory):
         print(f"llamarig verify: {args.inventory}: no such inventory file", file=sys.stderr)
         return 2
-    try:
-        entries = load_inventory(args.inventory)
-    except InventoryError as exc:
-        print(f"llamarig: {exc}", file=sys.stderr)
+    loaded = load_checked(args.inventory)
+    if loaded is None:
         return 1
-    docs, problems = validate_all([(e.name, e.data) for e in entries])
-    if problems:
-        print(format_problems(problems), file=sys.stderr)
-        return 1
+    entries, docs = loaded
     hosts = args.host or list(docs)
     unknown = [h for h in hosts if h not in docs]
     if unknown:

@@ -10,7 +10,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import FactBase, StringCommand, deploy, operation
 from pyinfra.facts.deb import DebPackages
-from pyinfra.operations import apt, files
+from pyinfra.operations import apt, files, server
 
 from llamarig import layout
 from llamarig.build import build_plan, cuda_architectures
@@ -87,11 +87,19 @@ def apply(rig):
         gpus = host.get_fact(GpuState) or []
         archs = cuda_architectures(doc["build_cuda_architectures"], [g["compute_cap"] for g in gpus])
         if not archs:
-            from pyinfra.operations import server
             server.shell(name="CUDA architectures", commands=[fail_command(
                 "build_cuda_architectures is auto but nvidia-smi reports no compute capability; declare them")])
             return None
-    plan = build_plan(doc, rig.commit, cuda=bool(nvcc and archs), archs=archs)
+    cuda = bool(nvcc and archs)
+    locked = rig.locked_build
+    if locked is not None and (locked["cuda"], list(locked["cuda_architectures"])) != (cuda, archs):
+        seen = f"CUDA {','.join(archs)}" if cuda else "a CPU build (no nvcc)" if doc["gpus"] else "a CPU build"
+        want = f"CUDA {','.join(locked['cuda_architectures'])}" if locked["cuda"] else "a CPU build"
+        server.shell(name="Locked build", commands=[fail_command(
+            f"rigs.lock builds {want} here, but the rig now calls for {seen}; nothing was built "
+            f"(run `llamarig lock --update` to lock what the rig has)")])
+        return None
+    plan = build_plan(doc, rig.commit, cuda=cuda, archs=archs)
     plan["url"] = doc["build_git_url"]
 
     script = layout.libexec(doc["build_root"], "llamarig-build.sh")

@@ -1,4 +1,4 @@
-"""Download each rig's models on the rig through huggingface_hub, skipping files already complete."""
+"""Download each rig's models on the rig through huggingface_hub, one directory per revision, skipping files already complete."""
 
 from __future__ import annotations
 
@@ -164,7 +164,48 @@ def apply(rig):
     for name, model in sorted(rig.models.items()):
         ops[name] = hub_model(
             name=f"Model {name}: {model.repo}@{model.commit[:12]} ({model.total_bytes / 2**30:.2f} GiB)",
-            model=model, dest=layout.model_dir(doc["models_dir"], name), python=f"{venv}/bin/python",
+            model=model, dest=layout.model_revision_dir(doc["models_dir"], name, model.commit), python=f"{venv}/bin/python",
             script=script, endpoint=doc["hub_endpoint"], token_file=TOKEN_FILE if token else None,
         )
     return ops
+
+
+class ModelRevisions(FactBase):
+    """The revision directories (those holding a manifest) under a models directory: [[model, label], ...]."""
+
+    @staticmethod
+    def default():
+        return []
+
+    def command(self, models_dir):
+        q = shlex.quote(models_dir)
+        return f"test -d {q} && find {q} -mindepth 3 -maxdepth 3 -name {MANIFEST} -printf '%P\\n' || true"
+
+    def process(self, output):
+        return sorted(line.strip().split("/")[:2] for line in output if line.count("/") == 2)
+
+
+@operation()
+def old_revisions(models_dir: str, keep: dict):
+    """
+    Remove the revision directories of declared models that no unit runs any more.
+
+    + models_dir: the rig's models directory
+    + keep: model name -> the revision label its services run (models not named here are left alone)
+
+    Called once every service of the rig has answered: until then the old revision is what a
+    rollback returns to.
+    """
+    old = [(name, label) for name, label in host.get_fact(ModelRevisions, models_dir=models_dir)
+           if name in keep and label != keep[name]]
+    if not old:
+        host.noop(f"{models_dir} holds only the revisions the services run")
+    for name, label in old:
+        yield f"rm -rf {shlex.quote(layout.model_revision_dir(models_dir, name, label))}"
+
+
+@deploy("Old model revisions")
+def prune(rig):
+    keep = {name: layout.revision_label(model.commit) for name, model in rig.models.items()}
+    if keep:
+        old_revisions(name="Remove model revisions no service runs", models_dir=rig.doc["models_dir"], keep=keep)

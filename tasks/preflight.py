@@ -1,5 +1,9 @@
 """Validate every host, and resolve each rig's models and source refs, before any operation is queued.
 
+When the inventory has a ``rigs.lock`` (``llamarig/lock.py``), nothing is resolved:
+each rig gets its locked commit and files, and data the lock does not cover, or a
+unit that would render differently from the locked one, is a problem like bad data.
+
 pyinfra runs deploy.py once per host; the first call checks all hosts of the
 inventory and caches the outcome, so a bad rig stops the whole run before
 anything is changed anywhere. Problems are printed together, never as a traceback.
@@ -7,16 +11,22 @@ anything is changed anywhere. Problems are printed together, never as a tracebac
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import click
 from pyinfra import host, state
 
+from llamarig import layout, lock
+from llamarig.build import build_plan
 from llamarig.gitref import GitRefError, resolve_ref
 from llamarig.hub import HubError, ResolvedModel, resolve_model
 from llamarig.secrets import SecretError, api_key, hub_token
 from llamarig.rigplan import planned_doc
+from llamarig.unit import rig_units
 from llamarig.validate import Problem, format_problems, validate_all
 
 
@@ -27,6 +37,55 @@ class RigPlan:
     commit: str
     hub_token: str | None = None
     api_keys: dict[str, str] = field(default_factory=dict)  # by service name; never printed
+    locked_build: dict | None = None  # the rig's rigs.lock build entry (cuda, cuda_architectures, key), if locked
+
+
+def inventory_file() -> str | None:
+    """The inventory file of this pyinfra run, read from its command line as pyinfra's CLI parses it."""
+    try:
+        from pyinfra_cli.cli import cli
+        ctx = cli.make_context("pyinfra", sys.argv[1:], resilient_parsing=True)
+        inventory = ctx.params.get("inventory")
+    except Exception:  # noqa: BLE001 - not run by pyinfra's CLI (the API, tests): no inventory file
+        return None
+    return inventory if inventory and os.path.isfile(inventory) else None
+
+
+def read_lock() -> tuple[Path | None, dict | None]:
+    """(the lock's path, its entries) when the inventory has a rigs.lock; LLAMARIG_LOCK names another file."""
+    named = os.environ.get("LLAMARIG_LOCK")
+    inventory = inventory_file()
+    path = Path(named) if named else lock.lock_path(inventory) if inventory else None
+    if path is None:
+        return None, None
+    return path, lock.read(path)
+
+
+def _locked(name: str, doc: dict, entry: dict | None, path: Path, problems: list) -> bool:
+    """Whether the rig's lock entry covers its data; each gap is a problem naming the key."""
+    if entry is None:
+        problems.append(Problem(name, "rigs.lock", str(path), "an entry for this rig (run `llamarig lock` to add it)"))
+        return False
+    for miss in lock.uncovered(entry, doc):
+        problems.append(Problem(name, miss.key, miss.value, f"what {path.name} was locked from, {miss.locked!r} "
+                                                            f"(run `llamarig lock --update` to lock the new data)"))
+    return not lock.uncovered(entry, doc)
+
+
+def _units_match_lock(name: str, doc: dict, models: dict, entry: dict, path: Path, problems: list) -> None:
+    key = entry["build"]["key"]
+    plan = build_plan(doc, entry["build"]["commit"], cuda=entry["build"]["cuda"], archs=entry["build"]["cuda_architectures"])
+    if plan["key"] != key:
+        problems.append(Problem(name, "build_cmake_options", doc["build_cmake_options"],
+                                f"the build {path.name} locked, {key} (run `llamarig lock --update`)"))
+        return
+    units = rig_units(name, doc, models, layout.prefix_dir(doc["build_root"], key))
+    for unit in sorted(set(units) | set(entry["units"])):
+        if unit not in units or lock.unit_digest(units[unit]) != entry["units"].get(unit):
+            what = "no longer declared" if unit not in units else "rendered differently" if unit in entry["units"] \
+                else "not in the lock"
+            problems.append(Problem(name, "services", unit, f"the units {path.name} locked ({unit} is {what}; "
+                                                            f"run `llamarig lock` to lock the change)"))
 
 
 _plans: dict[int, dict[str, RigPlan] | None] = {}
@@ -39,15 +98,28 @@ def _plan_all() -> dict[str, RigPlan]:
     hosts = list(state.inventory)
     docs, problems = validate_all([(h.name, h.data.dict()) for h in hosts])
     plans: dict[str, RigPlan] = {}
+    try:
+        lock_file, locks = read_lock()
+    except lock.LockError as exc:
+        click.echo(f"--> llamarig: {exc}; no host was changed", err=True)
+        raise SystemExit(2) from None
+    if locks is not None:
+        click.echo(f"--> llamarig: frozen by {lock_file}: locked commits, revisions and files only", err=True)
     if not problems:
         for name, doc in docs.items():
             if not state.is_host_in_limit(state.inventory.get_host(name)):
                 continue
-            try:
-                commit = resolve_ref(doc["build_git_url"], doc["build_ref"])
-            except GitRefError as exc:
-                problems.append(Problem(name, "build_ref", doc["build_ref"], f"a ref of {doc['build_git_url']} ({exc})"))
-                continue
+            entry = locks.get(name) if locks is not None else None
+            if locks is not None:
+                if not _locked(name, doc, entry, lock_file, problems):
+                    continue
+                commit = entry["build"]["commit"]
+            else:
+                try:
+                    commit = resolve_ref(doc["build_git_url"], doc["build_ref"])
+                except GitRefError as exc:
+                    problems.append(Problem(name, "build_ref", doc["build_ref"], f"a ref of {doc['build_git_url']} ({exc})"))
+                    continue
             models = {}
             try:
                 token = hub_token(doc)
@@ -67,6 +139,9 @@ def _plan_all() -> dict[str, RigPlan]:
                     keys[svc["name"]] = key
             used = {svc["model"] for svc in doc["services"]}
             for model_name in sorted(used):
+                if entry is not None:
+                    models[model_name] = lock.resolved_model(entry, model_name, doc["hub_endpoint"])
+                    continue
                 try:
                     models[model_name] = resolve_model(model_name, doc["models"][model_name], doc["hub_endpoint"], token)
                 except HubError as exc:
@@ -79,7 +154,9 @@ def _plan_all() -> dict[str, RigPlan]:
             for sp in placed.values():
                 if sp.auto and sp.plan.fits:
                     click.echo(f"--> llamarig: {name}: {sp.name}: planned " + " ".join(sp.plan.placement_args()), err=True)
-            plans[name] = RigPlan(doc, models, commit, token, keys)
+            if entry is not None and not placement_issues:
+                _units_match_lock(name, doc, models, entry, lock_file, problems)
+            plans[name] = RigPlan(doc, models, commit, token, keys, entry["build"] if entry else None)
     if problems:
         click.echo(format_problems(problems), err=True)
         click.echo(f"--> llamarig: {len(problems)} problem(s) in the host data; no host was changed", err=True)

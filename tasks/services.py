@@ -12,7 +12,7 @@ from pyinfra.operations.util import any_changed
 
 from llamarig import layout
 from llamarig.helpflags import accepted_flags, unknown_flags
-from llamarig.unit import POWER_UNIT, render_unit, service_argv
+from llamarig.unit import POWER_UNIT, rig_units, service_argv
 
 from .models import secret_file
 from .util import executing, fail_command
@@ -91,15 +91,6 @@ def server_unit(unit: str, text: str, argv: list, fork: str, binary: str):
     yield from files.put._inner(src=StringIO(text), dest=f"{UNIT_DIR}/{unit}", mode="644")
 
 
-def rendered_units(rig) -> dict[str, str]:
-    """Unit file name -> text, for every declared service of the rig."""
-    doc = rig.doc
-    return {
-        layout.unit_name(svc["name"]): render_unit(host.name, doc, svc, rig.models[svc["model"]].file)
-        for svc in doc["services"]
-    }
-
-
 @deploy("Services")
 def apply(rig, built, model_ops=None):
     doc = rig.doc
@@ -107,7 +98,8 @@ def apply(rig, built, model_ops=None):
     build_ops = built.ops if built else ()
     server.user(name=f"Service user {doc['service_user']}", user=doc["service_user"], system=True,
                 home="/var/lib/llamarig", shell="/usr/sbin/nologin", create_home=False)
-    units = rendered_units(rig)
+    prefix = built.prefix if built else None
+    units = rig_units(host.name, doc, rig.models, prefix)
 
     # Units of services no longer declared are stopped and removed.
     stale = [u for u in host.get_fact(LlamarigUnits) if u not in units]
@@ -131,10 +123,10 @@ def apply(rig, built, model_ops=None):
     put = {}
     for svc in doc["services"]:
         unit = layout.unit_name(svc["name"])
-        argv = service_argv(doc, svc, rig.models[svc["model"]].file)
+        model = rig.models[svc["model"]]
+        argv = service_argv(doc, svc, model.file, model.commit)
         put[unit] = server_unit(name=f"Unit {unit}", unit=unit, text=units[unit], argv=argv, fork=doc["build_fork"],
-                                binary=f"{built.prefix}/bin/llama-server" if built else layout.server_binary(
-                                    doc["build_root"], doc["build_fork"]))
+                                binary=layout.server_binary(doc["build_root"], doc["build_fork"], prefix))
     every = [*put.values(), *removed]
     if every:
         systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*every))
@@ -151,7 +143,7 @@ def apply(rig, built, model_ops=None):
                      commands=[f"systemctl reset-failed {unit} 2>/dev/null || true; systemctl restart {unit}"],
                      _if=any_changed(*triggers))
         systemd.service(name=f"Run {unit}", service=unit, running=True, enabled=True)
-    return put
+    return units
 
 
 def journal_tail_command(unit: str, lines: int = 40) -> str:

@@ -1,25 +1,30 @@
 """After every deploy, check each service live: healthy, running the declared context, answering.
 
 The check only reads. It runs while pyinfra executes (never in --dry), yields no
-command when the service is good, so a deploy that changed nothing still reports
-no change, and fails the host with the unit's journal tail when it is not.
+command when the service is good and already recorded, so a deploy that changed
+nothing still reports no change. A unit that answers is recorded as known good
+(its text and URL, root-only under /var/lib/llamarig/known-good). A unit that
+does not answer fails the host with its journal tail, and is rolled back: the
+recorded unit, which names its own build and model revision, is put back,
+restarted and checked, so yesterday's service keeps answering.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+from io import StringIO
 from pathlib import Path
 
 import click
 from pyinfra import host, logger
-from pyinfra.api import FactBase, deploy, operation
+from pyinfra.api import FactBase, FileUploadCommand, StringCommand, deploy, operation
 from pyinfra.operations import files
 
 from llamarig import layout
 from llamarig.unit import has_api_key
 
-from .util import executing, fail_command
+from .util import executing, quote_all
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -44,47 +49,77 @@ class ServiceCheck(FactBase):
             return {"ok": False, "error": f"the check printed no verdict: {text[-500:]}"}
 
 
-def service_url(service: dict) -> str:
-    bind = service["host"]
-    address = "127.0.0.1" if bind in (None, "0.0.0.0", "127.0.0.1", "localhost") else bind
-    if bind == "::":
-        address = "[::1]"
-    elif ":" in address and not address.startswith("["):
-        address = f"[{address}]"
-    return f"http://{address}:{service['port']}"
+class KnownGood(FactBase):
+    """The known-good record of a unit (a dict: unit, text, url, api_key_file), or None."""
+
+    def command(self, path):
+        return f"cat {shlex.quote(path)} 2>/dev/null || true"
+
+    def process(self, output):
+        try:
+            return json.loads("\n".join(output))
+        except ValueError:
+            return None
+
+    @staticmethod
+    def default():
+        return None
+
+
+def known_good(unit: str, text: str, url: str, key_file: str | None) -> dict:
+    return {"unit": unit, "text": text, "url": url, "api_key_file": key_file}
 
 
 @operation()
-def service_answers(service: dict, script: str, prompt: str, max_tokens: int, timeout: int):
+def service_answers(service: dict, unit_text: str, script: str, prompt: str, max_tokens: int, timeout: int):
     """
-    Check one service live; no command when it is healthy, a failing one (with the journal tail) when not.
+    Check one service live; record a unit that answers, roll back one that does not.
 
     + service: the validated service
+    + unit_text: the unit installed for it (recorded as known good once it answers)
     + script: path of the installed llamarig-verify.py
     + prompt, max_tokens: the check completion
     + timeout: seconds to wait for /health
+
+    A healthy service already recorded yields nothing. A failing one yields a command that
+    prints the failure and the journal tail, puts back the last unit that answered (if any),
+    restarts and checks it, and fails the host.
     """
     if not executing():
         return
     unit = layout.unit_name(service["name"])
-    verdict = host.get_fact(ServiceCheck, script=script, unit=unit, url=service_url(service),
-                            ctx=service["ctx_size"], prompt=prompt, max_tokens=max_tokens, timeout=timeout,
-                            key_file=layout.api_key_file(service["name"]) if has_api_key(service) else None)
+    url = layout.service_url(service)
+    key_file = layout.api_key_file(service["name"]) if has_api_key(service) else None
+    verdict = host.get_fact(ServiceCheck, script=script, unit=unit, url=url, ctx=service["ctx_size"], prompt=prompt,
+                            max_tokens=max_tokens, timeout=timeout, key_file=key_file)
+    record = layout.known_good_record(unit)
     if verdict.get("ok"):
         logger.info(f"{host.print_prefix}{click.style(unit, bold=True)} [live] healthy, n_ctx "
                     f"{verdict.get('live_n_ctx')} x {verdict.get('live_slots')} slot(s); answer: {verdict.get('answer')!r}")
+        want = known_good(unit, unit_text, url, key_file)
+        if host.get_fact(KnownGood, path=record) == want:
+            host.noop(f"{unit} answers, and is recorded as known good")
+        else:
+            directory = layout.KNOWN_GOOD_DIR
+            yield f"mkdir -p {shlex.quote(directory)} && chmod 700 {shlex.quote(directory)}"
+            yield FileUploadCommand(StringIO(json.dumps(want, indent=1, sort_keys=True) + "\n"), record + ".tmp")
+            yield f"chmod 600 {shlex.quote(record)}.tmp && mv {shlex.quote(record)}.tmp {shlex.quote(record)}"
         return
     journal = verdict.get("journal", "")
-    yield fail_command(f"{unit}: {verdict.get('error')}\n--- journalctl -u {unit} (last lines)\n{journal}")
+    message = f"llamarig: {unit}: {verdict.get('error')}\n--- journalctl -u {unit} (last lines)\n{journal}"
+    words = ["python3", script, "--rollback", record, "--unit", unit, "--url", url, "--prompt", prompt,
+             "--max-tokens", max_tokens, "--timeout", timeout]
+    yield StringCommand(f"echo {shlex.quote(message)} >&2; {quote_all(words)}; exit 1")
 
 
 @deploy("Verify")
-def apply(rig):
+def apply(rig, units: dict[str, str]):
     doc = rig.doc
     script = layout.libexec(doc["build_root"], "llamarig-verify.py")
     files.directory(name="llamarig directories", path=str(Path(script).parent), present=True)
     files.put(name="Verify script", src=str(TEMPLATES / "llamarig-verify.py"), dest=script, mode="755")
     for svc in doc["services"]:
-        service_answers(name=f"Verify {layout.unit_name(svc['name'])}", service=svc, script=script,
+        unit = layout.unit_name(svc["name"])
+        service_answers(name=f"Verify {unit}", service=svc, unit_text=units[unit], script=script,
                         prompt=doc["verify_prompt"], max_tokens=doc["verify_max_tokens"],
                         timeout=doc["verify_timeout_s"])

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""Download a model's files from the Hugging Face Hub onto this rig (installed by llamarig).
+"""Download one revision of a model from the Hugging Face Hub onto this rig (installed by llamarig).
 
-Each file is fetched with huggingface_hub into a staging directory beside the
-model, checked against the size and sha256 the Hub's metadata gave, and only
-then moved into place, so a server reading the model never sees a partial file.
-Files already in place with the recorded size and digest are not fetched again;
-the manifest also records each verified file's identity (size, mtime, ctime,
-inode), and a file whose identity changed since (someone wrote to it) is hashed
-again and fetched again when its digest no longer matches. Before the first byte
-moves, the free space under the model directory is checked against what is left
-to fetch. The Hub token, if any, is read from --token-file (root-only), never from argv.
+--dest is the revision's own directory (MODELS/NAME/COMMIT12): a new revision is
+fetched beside the one that serves, which is left untouched. Each file is fetched
+with huggingface_hub into a staging directory, checked against the size and
+sha256 the Hub's metadata gave, and only then moved into place, so a server
+reading the model never sees a partial file. A file that an earlier revision of
+the same model already holds verified (same size and sha256) is hard-linked from
+there instead of fetched. The manifest is rewritten after every verified file,
+so a run cut off mid-download keeps what it finished: the next run fetches only
+the rest. It also records each verified file's identity (size, mtime, ctime,
+inode); a file whose identity changed since (someone wrote to it) is hashed again
+and fetched again when its digest no longer matches. Before the first byte moves,
+the free space is checked against what is left to fetch. The Hub token, if any,
+is read from --token-file (root-only), never from argv.
 """
 
 import argparse
@@ -33,16 +37,56 @@ def identity(path):
     return [st.st_size, int(st.st_mtime), int(st.st_ctime), st.st_ino]
 
 
-def in_place(final, want, recorded, seen):
+def in_place(final, want, recorded, seen, quiet=False):
     """Whether `final` is the verified file the Hub describes, hashing only when it may have changed."""
     if not os.path.isfile(final) or os.path.getsize(final) != want["size"] or recorded != want:
         return False
     if seen is not None and seen == identity(final):
         return True
     if want.get("sha256") and sha256_of(final) != want["sha256"]:
-        print(f"{final}: changed on disk since it was verified (sha256 differs): fetching it again", flush=True)
+        if not quiet:
+            print(f"{final}: changed on disk since it was verified (sha256 differs): fetching it again", flush=True)
         return False
     return True
+
+
+MANIFEST = ".llamarig-manifest.json"
+
+
+def read_manifest(directory, repo):
+    """(files, identities) a revision directory's manifest records for ``repo``; empty when none."""
+    try:
+        with open(os.path.join(directory, MANIFEST)) as handle:
+            old = json.load(handle)
+    except (OSError, ValueError):
+        return {}, {}
+    if old.get("repo") != repo:
+        return {}, {}
+    return old.get("files", {}), old.get("identity", {})
+
+
+def write_manifest(dest, repo, commit, verified):
+    """Record the verified files (path -> spec); identities are read now, after every move."""
+    ids = {path: identity(os.path.join(dest, path)) for path in verified}
+    tmp = os.path.join(dest, MANIFEST + ".tmp")
+    with open(tmp, "w") as handle:
+        json.dump({"repo": repo, "commit": commit, "files": verified, "identity": ids}, handle,
+                  indent=1, sort_keys=True)
+    os.replace(tmp, os.path.join(dest, MANIFEST))
+
+
+def reusable(dest, repo, path, want):
+    """A verified copy of ``path`` in another revision directory of the same model, or None."""
+    parent = os.path.dirname(os.path.abspath(dest))
+    for name in sorted(os.listdir(parent)):
+        other = os.path.join(parent, name)
+        if other == os.path.abspath(dest) or not os.path.isdir(other):
+            continue
+        files, ids = read_manifest(other, repo)
+        candidate = os.path.join(other, path)
+        if want.get("sha256") and in_place(candidate, want, files.get(path), ids.get(path), quiet=True):
+            return candidate
+    return None
 
 
 def main():
@@ -54,38 +98,48 @@ def main():
     parser.add_argument("--token-file")
     args = parser.parse_args()
 
-    from huggingface_hub import hf_hub_download
-
     files = json.loads(args.files)
     token = None
     if args.token_file and os.path.exists(args.token_file):
         with open(args.token_file) as handle:
             token = handle.read().strip() or None
 
-    manifest_path = os.path.join(args.dest, ".llamarig-manifest.json")
-    try:
-        with open(manifest_path) as handle:
-            old = json.load(handle)
-    except (OSError, ValueError):
-        old = {}
-    old_files = old.get("files", {}) if old.get("repo") == args.repo else {}
-    old_ids = old.get("identity", {}) if old.get("repo") == args.repo else {}
-
     staging = os.path.join(args.dest, ".staging")
     os.makedirs(staging, exist_ok=True)
-    todo = [path for path, want in sorted(files.items())
-            if not in_place(os.path.join(args.dest, path), want, old_files.get(path), old_ids.get(path))]
+    old_files, old_ids = read_manifest(args.dest, args.repo)
+    verified = {path: want for path, want in sorted(files.items())
+                if in_place(os.path.join(args.dest, path), want, old_files.get(path), old_ids.get(path))}
+    todo = [path for path in sorted(files) if path not in verified]
+    linked = 0
+    for path in list(todo):
+        source = reusable(args.dest, args.repo, path, files[path])
+        if source is None:
+            continue
+        final = os.path.join(args.dest, path)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        tmp = os.path.join(staging, os.path.basename(path) + ".link")
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.link(source, tmp)
+        os.replace(tmp, final)
+        print(f"{path}: the same file as {source} (sha256 {files[path]['sha256'][:12]}): linked, not fetched", flush=True)
+        verified[path] = files[path]
+        todo.remove(path)
+        linked += 1
+    write_manifest(args.dest, args.repo, args.commit, verified)
+
     need = sum(files[p]["size"] for p in todo)
     st = os.statvfs(args.dest)
     free = st.f_bavail * st.f_frsize
     if need > free:
         sys.exit(f"llamarig: {args.repo}: {need / 2**30:.2f} GiB left to download, but only "
                  f"{free / 2**30:.2f} GiB free under {args.dest}; nothing was downloaded")
-    fetched = 0
-    for path, want in sorted(files.items()):
+
+    if todo:
+        from huggingface_hub import hf_hub_download
+    for path in todo:
+        want = files[path]
         final = os.path.join(args.dest, path)
-        if path not in todo:
-            continue
         print(f"fetching {path} ({want['size']} bytes)", flush=True)
         got = hf_hub_download(repo_id=args.repo, filename=path, revision=args.commit,
                               local_dir=staging, token=token)
@@ -100,15 +154,11 @@ def main():
         os.makedirs(os.path.dirname(final), exist_ok=True)
         os.chmod(got, 0o644)
         os.replace(got, final)
-        fetched += 1
+        verified[path] = want
+        write_manifest(args.dest, args.repo, args.commit, verified)  # a cut-off run keeps what it finished
 
-    tmp = manifest_path + ".tmp"
-    with open(tmp, "w") as handle:
-        ids = {path: identity(os.path.join(args.dest, path)) for path in files}
-        json.dump({"repo": args.repo, "commit": args.commit, "files": files, "identity": ids}, handle,
-                  indent=1, sort_keys=True)
-    os.replace(tmp, manifest_path)
-    print(f"llamarig: {args.repo}@{args.commit[:12]}: {fetched} file(s) fetched, {len(files) - fetched} already in place")
+    print(f"llamarig: {args.repo}@{args.commit[:12]}: {len(todo)} file(s) fetched, {linked} linked from an "
+          f"earlier revision, {len(files) - len(todo) - linked} already in place")
 
 
 if __name__ == "__main__":

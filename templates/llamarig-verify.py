@@ -3,13 +3,21 @@
 
 Waits for the unit to be active and /health to answer 200 (503 while the model
 loads), reads /props to compare the live context size with the declared one,
-then asks for one chat completion. On any failure the unit's journal tail is
-included. Always exits 0: the verdict is in the JSON.
+then asks for one chat completion. A server that exits while loading (systemd
+waits to restart it) fails at once rather than at the timeout. On any failure the
+unit's journal tail is included. Always exits 0: the verdict is in the JSON.
+
+With --rollback RECORD (run by the deploy after a failed check) it instead puts
+back the last unit that answered (the record the deploy keeps of it), restarts
+it, checks that it answers, says on stderr what it did, and exits 1: the deploy
+failed even when the old service is back.
 """
 
 import argparse
 import json
+import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,8 +32,13 @@ def get(url, timeout=10):
 
 
 def unit_state(unit):
-    out = subprocess.run(["systemctl", "is-active", unit], capture_output=True, text=True)
-    return out.stdout.strip()
+    """systemd's ActiveState, or "auto-restart" when the server exited and systemd waits to start it again."""
+    out = subprocess.run(["systemctl", "show", "-p", "ActiveState", "-p", "SubState", "--value", unit],
+                         capture_output=True, text=True)
+    words = out.stdout.split()
+    if "auto-restart" in words:
+        return "auto-restart"
+    return words[0] if words else "unknown"
 
 
 def journal(unit, lines=40):
@@ -40,6 +53,9 @@ def check(args):
     last = "no answer"
     while True:
         state = unit_state(args.unit)
+        if state == "auto-restart":
+            result["error"] = f"{args.unit} exited while starting (systemd is waiting to restart it)"
+            return result
         if state in ("failed", "inactive") and time.monotonic() > deadline - args.timeout + 5:
             result["error"] = f"{args.unit} is {state}"
             return result
@@ -94,8 +110,56 @@ def check(args):
     return result
 
 
+def say(text):
+    print("llamarig: " + text, file=sys.stderr, flush=True)
+
+
+def rollback(args):
+    """Put back the last unit of args.unit that answered, restart it and check it; always 1."""
+    path = f"/etc/systemd/system/{args.unit}"
+    try:
+        with open(args.rollback) as handle:
+            record = json.load(handle)
+    except FileNotFoundError:
+        say(f"no earlier {args.unit} has answered a check: nothing to roll back to, it is left as it is")
+        return 1
+    try:
+        with open(path) as handle:
+            current = handle.read()
+    except FileNotFoundError:
+        current = None
+    if current == record["text"]:
+        say(f"{args.unit} is already the last unit that answered: nothing older to roll back to")
+        return 1
+    tmp = path + ".llamarig-rollback"
+    with open(tmp, "w") as handle:
+        handle.write(record["text"])
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    subprocess.run(["systemctl", "daemon-reload"], check=False)
+    subprocess.run(["systemctl", "reset-failed", args.unit], check=False, capture_output=True)
+    subprocess.run(["systemctl", "restart", args.unit], check=False)
+    AUTH.clear()
+    if record.get("api_key_file"):
+        with open(record["api_key_file"]) as handle:
+            AUTH["Authorization"] = "Bearer " + handle.readline().rstrip("\n")
+    args.url, args.ctx = record["url"], None
+    try:
+        result = check(args)
+    except Exception as exc:  # noqa: BLE001 - reported, never raised
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    if result["ok"]:
+        say(f"rolled {args.unit} back to the last unit that answered ({args.rollback}): "
+            f"it answers again at {record['url']}")
+    else:
+        say(f"rolled {args.unit} back to the last unit that answered ({args.rollback}), "
+            f"but it does not answer either: {result.get('error')}")
+    return 1
+
+
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--rollback", metavar="RECORD", help="restore the unit from RECORD, restart and check it")
     parser.add_argument("--unit", required=True)
     parser.add_argument("--url", required=True)
     parser.add_argument("--ctx", type=int)
@@ -104,6 +168,8 @@ def main():
     parser.add_argument("--timeout", type=int, default=600)
     parser.add_argument("--api-key-file")
     args = parser.parse_args()
+    if args.rollback:
+        sys.exit(rollback(args))
     if args.api_key_file:
         with open(args.api_key_file) as handle:
             AUTH["Authorization"] = "Bearer " + handle.readline().rstrip("\n")

@@ -136,6 +136,11 @@ class FakeHub:
         with self._lock:
             self._faults.setdefault(path, []).extend([(n, mode)] * times)
 
+    def clear_faults(self) -> None:
+        """Forget every fault not yet taken."""
+        with self._lock:
+            self._faults.clear()
+
     def clear_requests(self) -> None:
         with self._lock:
             self.requests.clear()

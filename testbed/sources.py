@@ -122,6 +122,35 @@ def ensure_llama_cpp_repo() -> tuple[Path, str, str]:
                        upstream_member="llama_cpp_python-0.3.36/.git/modules/vendor/llama.cpp/HEAD")
 
 
+BROKEN_TAG = "b-broken"
+BROKEN_ERROR = "llamarig testbed: this commit does not compile"
+
+
+def ensure_broken_ref(repo: Path | None = None) -> tuple[str, str]:
+    """Tag ``b-broken`` in the llama.cpp repo: a commit on top of b0.3.36 whose ggml.c (among the
+    first files the build compiles) stops the compiler with ``#error``. Deterministic and cached.
+    Returns (tag, commit)."""
+    repo = repo or ensure_llama_cpp_repo()[0]
+    known = _git(["rev-parse", "-q", "--verify", f"refs/tags/{BROKEN_TAG}^{{commit}}"], cwd=repo,
+                 capture_output=True, text=True, check=False)
+    if known.returncode == 0:
+        return BROKEN_TAG, known.stdout.strip()
+    work = tmp_sibling(repo.parent / "broken-work")
+    if work.exists():
+        rmtree(work)
+    _git(["-c", "advice.detachedHead=false", "clone", "-q", "--branch", LLAMA_TAG, str(repo), str(work)])
+    source = work / "ggml" / "src" / "ggml.c"
+    source.write_text(f'#error "{BROKEN_ERROR}"\n' + source.read_text())
+    _git(["commit", "-q", "--no-gpg-sign", "-am", "testbed: a commit that does not compile"], cwd=work)
+    _git(["tag", "-a", BROKEN_TAG, "-m", f"{BROKEN_TAG} (testbed)"], cwd=work)
+    _git(["push", "-q", str(repo), f"refs/tags/{BROKEN_TAG}"], cwd=work)
+    _git(["update-server-info"], cwd=repo)
+    commit = _git(["rev-parse", "HEAD"], cwd=work, capture_output=True, text=True).stdout.strip()
+    rmtree(work)
+    log(f"repo {repo}: {BROKEN_TAG} = {commit}")
+    return BROKEN_TAG, commit
+
+
 # --------------------------------------------------------------- ik_llama.cpp
 IK_SDIST = "ik_llama_cpp_python-0.1.5.tar.gz"
 IK_TAG = "ik-0.1.5"

@@ -152,5 +152,7 @@ def bed(tmp_path_factory):
 
 def results(run: subprocess.CompletedProcess) -> dict:
     """pyinfra --json results: {host: [(operation name, changed, success), ...]}."""
-    data = json.loads(run.stdout)
-    return data
+    try:
+        return json.loads(run.stdout)
+    except ValueError:
+        raise AssertionError(f"pyinfra printed no JSON results (exit {run.returncode}):\n{run.stderr[-6000:]}") from None

@@ -191,7 +191,7 @@ def test_a_rebooted_rig_comes_back_with_its_power_limits_and_services(bed):
 
 def test_hub_token_reaches_the_rig_download_and_nowhere_else(bed):
     canary = "hf_CANARY0123456789abcdefTOKEN"
-    model_file = "/var/lib/llamarig/models/gemma/Q4_K_M/gemma-3-270m-Q4_K_M-00003-of-00003.gguf"
+    model_file = "/var/lib/llamarig/models/gemma/*/Q4_K_M/gemma-3-270m-Q4_K_M-00003-of-00003.gguf"  # one revision
     bed.ssh("rig2", f"truncate -s 1000 {model_file}")  # a damaged file: the next deploy fetches it again
     bed.hub.clear_requests()
     run = bed.pyinfra("-y", "-vv", hf_token=canary)
@@ -201,6 +201,14 @@ def test_hub_token_reaches_the_rig_download_and_nowhere_else(bed):
     assert bed.ssh("rig2", f"stat -c %s {model_file}").strip() != "1000"
     assert bed.ssh("rig2", "stat -c '%a %U' /etc/llamarig/hub-token").strip() == "600 root"
     assert canary not in run.stdout + run.stderr  # not in pyinfra's output, even at -vv
+    dry = bed.pyinfra("--dry", "--diff", hf_token=canary)
+    assert dry.returncode == 0 and canary not in dry.stdout + dry.stderr
+    plan = subprocess.run([sys.executable, "-m", "llamarig", "plan", str(bed.inventory), "--host", "rig2",
+                           "--service", "chat"], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "HF_TOKEN": canary})
+    assert plan.returncode in (0, 2) and canary not in plan.stdout + plan.stderr
+    repo = subprocess.run(["git", "grep", "-I", "-l", canary[:20]], cwd=ROOT, capture_output=True, text=True)
+    assert repo.stdout.strip() in ("", "tests/e2e/test_deploy.py")  # only this test names it
     for rig in ("rig1", "rig2"):
         assert canary not in bed.ssh(rig, "cat /etc/systemd/system/llamarig-*.service")
         assert canary not in bed.ssh(rig, "journalctl --no-pager -o cat")

@@ -44,6 +44,7 @@ def test_verify_reports_every_service_live_then_a_stopped_one_failed(bed):
         assert seen[(rig, name, "slots")]["value"] == 1
         exposure = seen[(rig, name, "exposure")]
         assert exposure["grade"] == "measured" and exposure["ok"] is True and isinstance(exposure["value"], float)
+        assert exposure["value"] <= 1.5, (rig, name, exposure)  # live, as offline (tests/unit/test_hardening.py)
         completion = seen[(rig, name, "completion")]
         assert completion["grade"] == "measured" and completion["ok"] is True
         assert completion["value"]["completion_tokens"] > 0 and completion["value"]["tokens_per_s"] > 0

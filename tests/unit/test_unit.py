@@ -25,12 +25,26 @@ def test_systemd_quoting():
     assert systemd_quote("X=$1", dollar=False) == '"X=$1"'
 
 
-def test_unit_runs_the_stable_binary_with_the_model_and_flags():
+def test_offline_a_unit_runs_the_stable_binary_and_the_declared_revision():
     doc = doc_with(ctx_size=4096, tensor_split=[1, 1])
     text = render_unit("garage", doc, doc["services"][0], "gemma-00001-of-00003.gguf")
     assert exec_start(text) == ("ExecStart=/opt/llamarig/llama.cpp/bin/llama-server --model "
-                                "/var/lib/llamarig/models/gemma/gemma-00001-of-00003.gguf --port 8000 "
+                                "/var/lib/llamarig/models/gemma/main/gemma-00001-of-00003.gguf --port 8000 "
                                 "--ctx-size 4096 --tensor-split 1,1")
+
+
+def test_a_deployed_unit_names_its_build_prefix_and_model_commit():
+    """What a rollback restores is the unit file alone, so it must name exactly what it runs."""
+    doc = doc_with(ctx_size=4096)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    prefix = "/opt/llamarig/builds/llama.cpp-abcdefabcdef-0011223344"
+    text = render_unit("garage", doc, doc["services"][0], "Q4/g-00001-of-00002.gguf", commit, prefix)
+    assert exec_start(text) == (f"ExecStart={prefix}/bin/llama-server --model "
+                                "/var/lib/llamarig/models/gemma/0123456789ab/Q4/g-00001-of-00002.gguf --port 8000 "
+                                "--ctx-size 4096")
+    assert f"@ main, commit {commit})" in text.splitlines()[1]
+    other = render_unit("garage", doc, doc["services"][0], "Q4/g-00001-of-00002.gguf", "f" * 40, prefix)
+    assert other != text  # a new revision is a new unit: the restart follows from the unit alone
 
 
 def test_unit_environment_and_hardening():

@@ -32,7 +32,7 @@ rigs = [
 """ % {"pw": PASSWORD}
 
 
-def props(n_ctx=4096, slots=1, path="/var/lib/llamarig/models/gemma/g-00001-of-00002.gguf", temp=0.699999988079071,
+def props(n_ctx=4096, slots=1, path="/var/lib/llamarig/models/gemma/0123456789ab/g-00001-of-00002.gguf", temp=0.699999988079071,
           alias="gemma"):
     return {"default_generation_settings": {"n_ctx": n_ctx, "params": {"temperature": temp, "top_k": 40}},
             "total_slots": slots, "model_path": path, "model_alias": alias}
@@ -77,7 +77,7 @@ def rigs(monkeypatch, tmp_path):
     """{host: FakeRig or an exception to raise on connect}; patches the SSH access and writes the inventory."""
     monkeypatch.chdir(ROOT)  # group_data/all.py gives the defaults, as for pyinfra run from the repo
     (tmp_path / "rigs.py").write_text(INVENTORY)
-    fleet = {"r1": FakeRig(props_body=props()), "r2": FakeRig(props_body=props(2048, path="/var/lib/llamarig/models/gemma/Q4/x.gguf",
+    fleet = {"r1": FakeRig(props_body=props()), "r2": FakeRig(props_body=props(2048, path="/var/lib/llamarig/models/gemma/0123456789ab/Q4/x.gguf",
                                                                                temp=0.8, alias="x"))}
     connects = []
 
@@ -190,7 +190,7 @@ def test_model_alias_slots_and_sampling_mismatches_fail(rigs, capsys):
     seen = checks_of(out)
     failed = {k[2] for k, c in seen.items() if c["ok"] is False}
     assert failed == {"model_path", "alias", "slots", "sampling.temp"}
-    assert seen[("r1", "chat", "model_path")]["expected"] == "/var/lib/llamarig/models/gemma/g-00001-of-00002.gguf"
+    assert seen[("r1", "chat", "model_path")]["expected"] == "/var/lib/llamarig/models/gemma/*/g-00001-of-00002.gguf"
     assert seen[("r1", "chat", "n_ctx")]["ok"] is True  # 4096 with 2 slots: the unified cache's whole context
 
 
@@ -261,7 +261,7 @@ def test_a_broken_inventory_file_is_exit_1_and_usage_errors_exit_2(rigs, capsys,
 
 
 def test_a_failed_completion_fails_the_measured_line(rigs, capsys):
-    rigs["r2"] = FakeRig(props_body=props(2048, path="/var/lib/llamarig/models/gemma/x.gguf"),
+    rigs["r2"] = FakeRig(props_body=props(2048, path="/var/lib/llamarig/models/gemma/0123456789ab/x.gguf"),
                          completion={"choices": [{"message": {"content": ""}}], "usage": {"completion_tokens": 0}})
     code, out, _ = verify(rigs, "--json", "--inference", capsys=capsys)
     assert code == 1
@@ -295,7 +295,7 @@ class FakeServer(http.server.BaseHTTPRequestHandler):
         self.seen.append((self.path, self.headers.get("Authorization")))
         if self.headers.get("Authorization") != f"Bearer {self.key}":
             return self._send(401, {"error": "Invalid API Key"})
-        self._send(200, {"status": "ok"} if self.path == "/health" else props(n_ctx=2048, path="/m/gemma/x.gguf"))
+        self._send(200, {"status": "ok"} if self.path == "/health" else props(n_ctx=2048, path="/m/gemma/0123456789ab/x.gguf"))
 
     def do_POST(self):
         self.rfile.read(int(self.headers["Content-Length"]))
@@ -350,11 +350,3 @@ def test_the_probe_runs_http_on_the_rig_and_sends_the_api_key_from_the_rigs_file
     # Without the key file on the rig the probe cannot ask, and the line says why.
     assert code_without_key == 1
     assert "FileNotFoundError" in checks_of(out_without_key)[("r", "chat", "health")]["value"]
-
-
-def test_the_service_url_is_the_deploys():
-    from tasks.verify import service_url
-
-    for bind in (None, "0.0.0.0", "127.0.0.1", "localhost", "::", "10.1.2.3", "fd00::5"):
-        svc = {"host": bind, "port": 8080}
-        assert verifycli.service_url(svc) == service_url(svc), bind
