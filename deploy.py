@@ -4,9 +4,10 @@ Data flows one way: host data -> validation (every host, before anything runs)
 -> resolved refs and models -> flags -> units -> operations.
 """
 
-from tasks import build, models, power, services, verify
+from tasks import build, models, power, services, summary, verify
 from tasks.preflight import rig_plan
 
+summary.register()  # at exit: which rigs deployed, which failed and why (unreachable ones too)
 rig = rig_plan()
 power.apply(rig)
 built = build.apply(rig)
