@@ -7,7 +7,6 @@ exact files (and a dry run can show the model path) without touching a rig.
 from __future__ import annotations
 
 import fnmatch
-import os
 from dataclasses import dataclass, field
 
 from . import layout

@@ -16,7 +16,6 @@ two agree on every plan.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 
 from . import memory, placement

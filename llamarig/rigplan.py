@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import memory
 from .gguf import ModelInfo
 from .memory import GiB, MiB, Settings
 from .placement import Flags

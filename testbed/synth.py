@@ -94,7 +94,8 @@ def _blk_tensors(s: Shape, il: int) -> list[tuple[str, tuple[int, ...], str]]:
         if s.arch == "glm4moe":
             out += [(p + "attn_q.bias", (H * D,), "norm"), (p + "attn_k.bias", (Hkv * D,), "norm"),
                     (p + "attn_v.bias", (Hkv * D,), "norm")]
-    out += [(p + "ffn_norm.weight", (E,), "norm")]
+    # glm4moe's loader names the pre-FFN norm post_attention_norm (LLM_TENSOR_ATTN_POST_NORM)
+    out += [(p + ("post_attention_norm.weight" if s.arch == "glm4moe" else "ffn_norm.weight"), (E,), "norm")]
     if not s.n_expert or il < s.n_dense_lead:
         out += [(p + "ffn_gate.weight", (E, s.n_ff), "ffn"), (p + "ffn_up.weight", (E, s.n_ff), "ffn"),
                 (p + "ffn_down.weight", (s.n_ff, E), "ffn")]

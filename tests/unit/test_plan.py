@@ -16,7 +16,7 @@ import pytest
 
 from llamarig import memory
 from llamarig.gguf import read_model
-from llamarig.memory import GiB, MiB, Settings
+from llamarig.memory import GiB, Settings
 from llamarig.placement import Flags
 from llamarig.plan import evaluate, plan
 from testbed import synth

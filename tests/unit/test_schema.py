@@ -1,5 +1,4 @@
 import ast
-from pathlib import Path
 
 from llamarig.schema import SCHEMA, SERVICE_SCHEMA, MODEL_SCHEMA
 from llamarig.validate import validate_host
