@@ -183,10 +183,12 @@ def loads(text: str, where: str = LOCK_NAME) -> dict[str, dict]:
         for entry in rigs.values():
             entry.setdefault("models", {})
             entry.setdefault("units", {})
-            entry["build"]["inputs"]
+            for key in ("inputs", "commit", "key", "cuda", "cuda_architectures"):
+                entry["build"][key]  # noqa: B018 - a KeyError names what the entry lacks
             for model in entry["models"].values():
                 model["inputs"] = _none_if_empty(model["inputs"])
-                model["files"], model["commit"], model["file"]
+                for key in ("files", "commit", "file"):
+                    model[key]  # noqa: B018
     except (KeyError, TypeError, AttributeError) as exc:
         raise LockError(f"{where}: an entry lacks {exc}; write it again with `llamarig lock --update`") from None
     return rigs

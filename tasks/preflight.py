@@ -66,10 +66,11 @@ def _locked(name: str, doc: dict, entry: dict | None, path: Path, problems: list
     if entry is None:
         problems.append(Problem(name, "rigs.lock", str(path), "an entry for this rig (run `llamarig lock` to add it)"))
         return False
-    for miss in lock.uncovered(entry, doc):
+    missing = lock.uncovered(entry, doc)
+    for miss in missing:
         problems.append(Problem(name, miss.key, miss.value, f"what {path.name} was locked from, {miss.locked!r} "
                                                             f"(run `llamarig lock --update` to lock the new data)"))
-    return not lock.uncovered(entry, doc)
+    return not missing
 
 
 def _units_match_lock(name: str, doc: dict, models: dict, entry: dict, path: Path, problems: list) -> None:

@@ -144,7 +144,3 @@ def apply(rig, built, model_ops=None):
                      _if=any_changed(*triggers))
         systemd.service(name=f"Run {unit}", service=unit, running=True, enabled=True)
     return units
-
-
-def journal_tail_command(unit: str, lines: int = 40) -> str:
-    return f"journalctl -u {shlex.quote(unit)} -n {lines} --no-pager -o cat"

@@ -47,7 +47,10 @@ def test_an_ik_llama_cpp_rig_serves_a_completion(bed):
     assert run.returncode == 0, run.stderr[-4000:]
     assert failed_ops(run) == {}
     exec_start = bed.ssh("rigik", "grep ^ExecStart= /etc/systemd/system/llamarig-chat.service")
-    assert exec_start.startswith("ExecStart=/opt/llamarig/ik_llama.cpp/bin/llama-server ")
+    binary = exec_start.split()[0].removeprefix("ExecStart=")
+    # the unit names the build's own prefix; the stable link points there too
+    assert binary.startswith(f"/opt/llamarig/builds/ik_llama.cpp-{commit[:12]}-") and binary.endswith("/bin/llama-server")
+    assert bed.ssh("rigik", "readlink -f /opt/llamarig/ik_llama.cpp/bin/llama-server").strip() == binary
     assert "--no-mmap" in exec_start and "--grouped-expert-routing" in exec_start
     record = bed.ssh("rigik", "cat /opt/llamarig/ik_llama.cpp/.llamarig-build.json")
     assert commit in record
