@@ -38,8 +38,14 @@ class PythonPackageVersion(FactBase):
         return lines[-1] if lines else None
 
 
+def _ns(stamp: str) -> int:
+    """find's %T@ (seconds with a fraction, as text) in nanoseconds, exactly: what os.stat's st_mtime_ns says."""
+    whole, _, fraction = stamp.partition(".")
+    return int(whole) * 10**9 + int((fraction + "000000000")[:9])
+
+
 class ModelFiles(FactBase):
-    """A model directory's manifest, and the size and identity (size, mtime, ctime, inode) of every file under it."""
+    """A model directory's manifest, and the size and identity (size, mtime and ctime in ns, inode) of every file under it."""
 
     def command(self, path):
         q = shlex.quote(path)
@@ -59,7 +65,7 @@ class ModelFiles(FactBase):
             if len(fields) == 5 and fields[1].isdigit():
                 name, size, mtime, ctime, inode = fields
                 sizes[name] = int(size)
-                identity[name] = [int(size), int(float(mtime)), int(float(ctime)), int(inode)]
+                identity[name] = [int(size), _ns(mtime), _ns(ctime), int(inode)]
         return {"manifest": manifest, "sizes": sizes, "identity": identity}
 
 

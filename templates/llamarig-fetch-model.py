@@ -32,9 +32,9 @@ def sha256_of(path):
 
 
 def identity(path):
-    """What changes when a file is written to: size, mtime and ctime (seconds) and inode."""
+    """What changes when a file is written to: size, mtime and ctime (nanoseconds) and inode."""
     st = os.stat(path)
-    return [st.st_size, int(st.st_mtime), int(st.st_ctime), st.st_ino]
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def in_place(final, want, recorded, seen, quiet=False):

@@ -187,3 +187,25 @@ def test_an_unreachable_rig_fails_alone_and_the_others_deploy(bed):
             assert chat(port).strip()
     finally:
         bed.inventory.write_text(original)
+
+
+def test_a_flipped_byte_in_a_served_model_is_found_and_fetched_again(bed):
+    before = served(bed)
+    folder = before["model"].rsplit("/", 1)[0]
+    part = f"{folder}/gemma-3-270m-Q4_K_M-00002-of-00003.gguf"
+    good = bed.ssh("rig2", f"sha256sum {part}").split()[0]
+    size = bed.ssh("rig2", f"stat -c %s {part}").strip()
+    flip = ("import os, sys; p = sys.argv[1]; f = open(p, 'r+b'); f.seek(os.path.getsize(p) // 2); "
+            "b = f.read(1); f.seek(-1, 1); f.write(bytes([b[0] ^ 255])); f.close()")
+    bed.ssh("rig2", f"python3 -c \"{flip}\" {part}")
+    assert bed.ssh("rig2", f"stat -c %s {part}").strip() == size  # same size: only the digest tells
+    assert bed.ssh("rig2", f"sha256sum {part}").split()[0] != good
+    bed.hub.clear_requests()
+    run = bed.pyinfra("-y", "--json", "--limit", "rig2")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert [r.path for r in bed.hub.requests if r.method == "GET" and r.path.endswith(".gguf")] == \
+        [r.path for r in bed.hub.requests_for(part.rsplit("/", 1)[1], "GET")] != []  # that part alone
+    assert bed.ssh("rig2", f"sha256sum {part}").split()[0] == good
+    now = served(bed)
+    assert now["unit"] == before["unit"] and now["pid"] != before["pid"]  # the server reloaded the model
+    assert chat(bed.ports["rig2"]).strip()
