@@ -107,6 +107,7 @@ def apply(rig, built, model_ops=None):
     for unit in stale:
         systemd.service(name=f"Stop {unit} (no longer declared)", service=unit, running=False, enabled=False)
         removed.append(files.file(name=f"Remove {unit}", path=f"{UNIT_DIR}/{unit}", present=False))
+        files.file(name=f"Forget the known-good {unit}", path=layout.known_good_record(unit), present=False)
 
     # API keys: root-only files systemd hands to the server (LoadCredential=); stale ones removed.
     keys = {}

@@ -209,3 +209,27 @@ def test_a_flipped_byte_in_a_served_model_is_found_and_fetched_again(bed):
     now = served(bed)
     assert now["unit"] == before["unit"] and now["pid"] != before["pid"]  # the server reloaded the model
     assert chat(bed.ports["rig2"]).strip()
+
+
+def test_a_service_no_longer_declared_is_stopped_and_forgotten(bed):
+    garage = bed.project / "group_data" / "garage.py"
+    original = garage.read_text()
+    marker = '}, {\n    "name": "chat2"'
+    assert marker in original
+    record = "/var/lib/llamarig/known-good/llamarig-chat2.service.json"
+    assert bed.ssh("rig1", f"test -f {record} && echo yes").strip() == "yes"
+    pid = bed.main_pid("rig1")
+    garage.write_text(original[:original.index(marker)] + "}]\n")
+    try:
+        run = bed.pyinfra("-y", "--json", "--limit", "rig1")
+        assert run.returncode == 0, run.stderr[-4000:]
+        gone = "test -e /etc/systemd/system/llamarig-chat2.service || echo gone"
+        assert bed.ssh("rig1", gone).strip() == "gone"
+        assert bed.ssh("rig1", "systemctl is-active llamarig-chat2.service", check=False).strip() != "active"
+        assert bed.ssh("rig1", f"test -e {record} || echo gone").strip() == "gone"
+        assert bed.main_pid("rig1") == pid  # the service still declared was left running
+    finally:
+        garage.write_text(original)
+    run = bed.pyinfra("-y", "--json", "--limit", "rig1")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert chat(bed.ports["rig1b"]).strip()
