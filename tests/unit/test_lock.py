@@ -164,3 +164,37 @@ def test_llamarig_lock_writes_keeps_and_updates(tmp_path):
         r = lock_cli("--update")
         assert r.returncode == 1 and "cpu1: build_ref 'no-such-branch'" in r.stderr and "Traceback" not in r.stderr
         assert (inv.parent / "rigs.lock").read_text() == before
+
+
+def test_a_gpu_rig_is_asked_for_nvcc_and_its_cards_compute_capability(monkeypatch):
+    """`auto` architectures are read on the rig: they decide the CMake arguments that name the prefix."""
+    import contextlib
+
+    from llamarig import lockcli
+
+    answers = {lockcli.NVCC: (0, "/usr/local/cuda/bin/nvcc\n", ""), lockcli.COMPUTE_CAPS: (0, "8.6\n8.6\n8.9\n", "")}
+    asked = []
+
+    @contextlib.contextmanager
+    def fake_ssh(host, data):
+        asked.append(host)
+        yield lambda command, timeout=30: answers[command]
+
+    monkeypatch.setattr(lockcli, "ssh_rig", fake_ssh)
+    doc = validate_host("r1", rig())[0]
+    assert lockcli.rig_gpu_build("r1", doc, {}) == (True, ["86", "89"]) and asked == ["r1"]
+    doc["build_cuda_architectures"] = [86]
+    assert lockcli.rig_gpu_build("r1", doc, {}) == (True, ["86"])
+    answers[lockcli.NVCC] = (0, "", "")
+    assert lockcli.rig_gpu_build("r1", doc, {}) == (False, [])  # no nvcc: a CPU build, as the deploy would do
+    assert lockcli.rig_gpu_build("r1", validate_host("r1", rig(gpus=[]))[0], {}) == (False, [])
+    assert asked == ["r1"] * 3  # a rig without GPUs is not asked
+
+    @contextlib.contextmanager
+    def unreachable(host, data):
+        raise OSError("Connection refused")
+        yield
+
+    monkeypatch.setattr(lockcli, "ssh_rig", unreachable)
+    with pytest.raises(lockcli.ResolveError, match="r1: could not reach the rig .* OSError: Connection refused"):
+        lockcli.rig_gpu_build("r1", doc, {})
