@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from . import lock, rigplan
-from .build import build_plan, cmake_args, cuda_architectures
+from .build import NVCC_LOOKUP, build_plan, cmake_args, cuda_architectures
 from .gitref import GitRefError, resolve_ref
 from .hub import HubError, resolve_model
 from .inventory import load_checked
@@ -22,7 +22,6 @@ from .secrets import SecretError, hub_token
 from .unit import rig_units
 from .validate import format_problems
 
-NVCC = "command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true"  # as tasks/build.py's NvccPath
 COMPUTE_CAPS = "nvidia-smi --query-gpu=compute_cap --format=csv,noheader"
 
 
@@ -36,7 +35,7 @@ def rig_gpu_build(host: str, doc: dict, data: dict) -> tuple[bool, list[str]]:
         return False, []
     try:
         with ssh_rig(host, data) as run:
-            _, nvcc, _ = run(NVCC, 30)
+            _, nvcc, _ = run(NVCC_LOOKUP, 30)
             status, caps, err = run(COMPUTE_CAPS, 30)
     except Exception as exc:  # noqa: BLE001 - any failure to reach the rig is this rig's error
         raise ResolveError(f"{host}: could not reach the rig to read nvcc and the GPUs' compute capability, "

@@ -13,7 +13,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
 from llamarig import layout
-from llamarig.build import build_plan, cuda_architectures
+from llamarig.build import NVCC_LOOKUP, build_plan, cuda_architectures
 
 from .power import GpuState
 from .util import fail_command, quote_all
@@ -33,7 +33,7 @@ class NvccPath(FactBase):
     """Path of nvcc on the rig, or None."""
 
     def command(self):
-        return "command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true"
+        return NVCC_LOOKUP
 
     def process(self, output):
         lines = [line for line in output if line.strip()]

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import json
 import shlex
-from io import StringIO
 from pathlib import Path
 
 import click
 from pyinfra import host, logger
-from pyinfra.api import FactBase, FileUploadCommand, StringCommand, deploy, operation
+from pyinfra.api import FactBase, StringCommand, deploy, operation
 from pyinfra.operations import files
 
 from llamarig import layout
 from llamarig.unit import has_api_key
 
+from .models import secret_file
 from .util import executing, quote_all
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -47,23 +47,6 @@ class ServiceCheck(FactBase):
             return json.loads(text.splitlines()[-1])
         except (ValueError, IndexError):
             return {"ok": False, "error": f"the check printed no verdict: {text[-500:]}"}
-
-
-class KnownGood(FactBase):
-    """The known-good record of a unit (a dict: unit, text, url, api_key_file), or None."""
-
-    def command(self, path):
-        return f"cat {shlex.quote(path)} 2>/dev/null || true"
-
-    def process(self, output):
-        try:
-            return json.loads("\n".join(output))
-        except ValueError:
-            return None
-
-    @staticmethod
-    def default():
-        return None
 
 
 def known_good(unit: str, text: str, url: str, key_file: str | None) -> dict:
@@ -96,14 +79,9 @@ def service_answers(service: dict, unit_text: str, script: str, prompt: str, max
     if verdict.get("ok"):
         logger.info(f"{host.print_prefix}{click.style(unit, bold=True)} [live] healthy, n_ctx "
                     f"{verdict.get('live_n_ctx')} x {verdict.get('live_slots')} slot(s); answer: {verdict.get('answer')!r}")
-        want = known_good(unit, unit_text, url, key_file)
-        if host.get_fact(KnownGood, path=record) == want:
-            host.noop(f"{unit} answers, and is recorded as known good")
-        else:
-            directory = layout.KNOWN_GOOD_DIR
-            yield f"mkdir -p {shlex.quote(directory)} && chmod 700 {shlex.quote(directory)}"
-            yield FileUploadCommand(StringIO(json.dumps(want, indent=1, sort_keys=True) + "\n"), record + ".tmp")
-            yield f"chmod 600 {shlex.quote(record)}.tmp && mv {shlex.quote(record)}.tmp {shlex.quote(record)}"
+        # root-only like a secret: the unit names its API key's credential file
+        yield from secret_file._inner(path=record, secret=json.dumps(known_good(unit, unit_text, url, key_file),
+                                                                      indent=1, sort_keys=True) + "\n")
         return
     journal = verdict.get("journal", "")
     message = f"llamarig: {unit}: {verdict.get('error')}\n--- journalctl -u {unit} (last lines)\n{journal}"

@@ -172,7 +172,7 @@ def test_a_gpu_rig_is_asked_for_nvcc_and_its_cards_compute_capability(monkeypatc
 
     from llamarig import lockcli
 
-    answers = {lockcli.NVCC: (0, "/usr/local/cuda/bin/nvcc\n", ""), lockcli.COMPUTE_CAPS: (0, "8.6\n8.6\n8.9\n", "")}
+    answers = {lockcli.NVCC_LOOKUP: (0, "/usr/local/cuda/bin/nvcc\n", ""), lockcli.COMPUTE_CAPS: (0, "8.6\n8.6\n8.9\n", "")}
     asked = []
 
     @contextlib.contextmanager
@@ -185,7 +185,7 @@ def test_a_gpu_rig_is_asked_for_nvcc_and_its_cards_compute_capability(monkeypatc
     assert lockcli.rig_gpu_build("r1", doc, {}) == (True, ["86", "89"]) and asked == ["r1"]
     doc["build_cuda_architectures"] = [86]
     assert lockcli.rig_gpu_build("r1", doc, {}) == (True, ["86"])
-    answers[lockcli.NVCC] = (0, "", "")
+    answers[lockcli.NVCC_LOOKUP] = (0, "", "")
     assert lockcli.rig_gpu_build("r1", doc, {}) == (False, [])  # no nvcc: a CPU build, as the deploy would do
     assert lockcli.rig_gpu_build("r1", validate_host("r1", rig(gpus=[]))[0], {}) == (False, [])
     assert asked == ["r1"] * 3  # a rig without GPUs is not asked
