@@ -50,12 +50,23 @@ def served(bed, rig: str = "rig2") -> dict:
             "sha256": bed.ssh(rig, f"sha256sum {folder}/*.gguf")}
 
 
-def first_failure(run) -> tuple[str, set[str]]:
-    """(the first operation that failed, every host any operation failed on), from pyinfra --json.
-    pyinfra counts the operations a failed host never ran as errors too: the first one is the failure."""
-    failed = failed_ops(run)
-    assert failed, "nothing failed"
-    return next(iter(failed)), {h for hosts in failed.values() for h in hosts}
+STAGES = ["GPU power", "Build", "Models", "Services", "Verify", "Old model revisions"]  # deploy.py's order
+
+
+def failed_at(run, prefix: str) -> set[str]:
+    """Check that rig2 failed at the operation named ``prefix...`` and nothing of an earlier stage failed;
+    returns every host any operation failed on. pyinfra counts the operations a failed host never ran as
+    errors too, and one call site is one operation whatever each rig names it (``names``, while ``name``
+    is one of them): so the stage is what tells the failure from what came after it."""
+    failed: dict[str, list[str]] = {}  # every name of a failed operation -> its failed hosts
+    for op in results(run)["results"]["operations"]:
+        for name in op["names"] if op["error"] else ():  # one call site, one operation, a name per rig
+            failed[name] = sorted({*failed.get(name, []), *op["error"]})
+    names = [name for name in failed if name.startswith(prefix)]
+    assert names and all(failed[name] == ["rig2"] for name in names), failed
+    earlier = STAGES[:STAGES.index(prefix.split(" | ")[0])]
+    assert not [name for name in failed if name.split(" | ")[0] in earlier], failed
+    return {h for hosts in failed.values() for h in hosts}
 
 
 def converge(bed, original: str) -> None:
@@ -74,7 +85,7 @@ def test_a_build_that_fails_shows_the_compiler_and_keeps_the_old_binary_serving(
     try:
         run = bed.pyinfra("-y", "--json")  # all rigs: with rig2 alone failed, pyinfra would print no results
         assert run.returncode != 0
-        assert first_failure(run) == (f"Build | Build llama.cpp {commit[:12]} (CPU)", {"rig2"})  # the others deployed
+        assert failed_at(run, f"Build | Build llama.cpp {commit[:12]} (CPU)") == {"rig2"}  # the others deployed
         # The tail of the compiler's output says what broke, in pyinfra's output.
         assert BROKEN_ERROR in run.stderr and "ggml.c" in run.stderr, run.stderr[-4000:]
         assert served(bed) == before  # same unit, same process, same model
@@ -103,8 +114,7 @@ def test_a_download_cut_off_completes_next_run_without_refetching_and_the_old_mo
         cut = bed.pyinfra("-y", "--json")
         bed.hub.clear_faults()
         assert cut.returncode != 0
-        name, hosts = first_failure(cut)
-        assert name.startswith("Models | Model gemma") and hosts == {"rig2"}, failed_ops(cut)
+        assert failed_at(cut, f"Models | Model gemma: {GEMMA_REPO}@{v2[:12]}") == {"rig2"}
         assert served(bed) == before  # the serving model and its service were not touched
         assert chat(bed.ports["rig2"]).strip()
         manifest = json.loads(bed.ssh("rig2", f"cat {new_dir}/.llamarig-manifest.json"))
@@ -141,7 +151,7 @@ def test_a_unit_that_fails_its_check_is_rolled_back_and_the_old_one_answers(bed)
     try:
         run = bed.pyinfra("-y", "--json")
         assert run.returncode != 0
-        assert first_failure(run) == ("Verify | Verify llamarig-chat.service", {"rig2"}), failed_ops(run)
+        assert failed_at(run, "Verify | Verify llamarig-chat.service") == {"rig2"}
         err = run.stderr
         assert "llamarig-chat.service exited while starting" in err, err[-4000:]
         assert "--- journalctl -u llamarig-chat.service" in err and '"--ubatch-size"' in err  # the journal tail
