@@ -67,8 +67,25 @@ def model_path(models_dir: str, name: str, revision: str, file: str) -> str:
     return posixpath.join(model_revision_dir(models_dir, name, revision), file)
 
 
+UNIT_DIR = "/etc/systemd/system"
 STATE_DIR = "/var/lib/llamarig"
 KNOWN_GOOD_DIR = posixpath.join(STATE_DIR, "known-good")
+EXPECT_DIR = posixpath.join(STATE_DIR, "expect")
+CONFIG_DIR = "/etc/llamarig"
+HUB_TOKEN_FILE = posixpath.join(CONFIG_DIR, "hub-token")
+# A model revision directory's record of its verified files (written by the rig's downloader).
+MANIFEST = ".llamarig-manifest.json"
+# A complete build prefix's record of what it was built from (written by the rig's build script).
+BUILD_RECORD = ".llamarig-build.json"
+
+
+def unit_path(unit: str) -> str:
+    return posixpath.join(UNIT_DIR, unit)
+
+
+def expectation_file(unit: str) -> str:
+    """What the live check of ``unit`` must find (JSON, written by the deploy, read by llamarig-check.py)."""
+    return posixpath.join(EXPECT_DIR, unit + ".json")
 
 
 def known_good_record(unit: str) -> str:
@@ -91,7 +108,7 @@ def unit_name(service_name: str) -> str:
     return f"llamarig-{service_name}.service"
 
 
-CREDENTIALS_DIR = "/etc/llamarig/credentials"
+CREDENTIALS_DIR = posixpath.join(CONFIG_DIR, "credentials")
 
 
 def api_key_file(service_name: str) -> str:
@@ -100,7 +117,13 @@ def api_key_file(service_name: str) -> str:
 
 
 def libexec(root: str, name: str) -> str:
+    """Where a rig program (``rig_programs/NAME``) is installed on the rig."""
     return posixpath.join(root, "libexec", name)
+
+
+def hub_venv(root: str) -> str:
+    """The virtual environment on the rig holding the Hub client the downloader uses."""
+    return posixpath.join(root, "venv")
 
 
 def split_siblings(file: str) -> list[str]:

@@ -13,7 +13,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
 from llamarig import layout
-from llamarig.build import NVCC_LOOKUP, build_plan, cuda_architectures
+from llamarig.release.build import NVCC_LOOKUP, build_plan, cuda_architectures
 
 from .power import GpuState
 from .util import fail_command, quote_all

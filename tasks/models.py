@@ -16,7 +16,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
 from llamarig import layout
-from llamarig.hub import ResolvedModel
+from llamarig.lookups.hub import ResolvedModel
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MANIFEST = ".llamarig-manifest.json"

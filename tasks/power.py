@@ -8,8 +8,8 @@ from pyinfra import host
 from pyinfra.api import FactBase, StringCommand, deploy, operation
 from pyinfra.operations import files, systemd
 
-from llamarig.power import boot_commands, power_changes
-from llamarig.unit import POWER_UNIT, render_power_unit
+from llamarig.release.power import boot_commands, power_changes
+from llamarig.release.unit import POWER_UNIT, render_power_unit
 
 from .util import fail_command
 

@@ -20,14 +20,15 @@ from pathlib import Path
 import click
 from pyinfra import host, state
 
-from llamarig import layout, lock
-from llamarig.build import build_plan
-from llamarig.gitref import GitRefError, resolve_ref
-from llamarig.hub import HubError, ResolvedModel, resolve_model
-from llamarig.secrets import SecretError, api_key, hub_token
-from llamarig.rigplan import planned_doc
-from llamarig.unit import rig_units
-from llamarig.validate import Problem, format_problems, validate_all
+from llamarig import layout
+from llamarig.release import lock
+from llamarig.release.build import build_plan
+from llamarig.lookups.gitref import GitRefError, resolve_ref
+from llamarig.lookups.hub import HubError, ResolvedModel, resolve_model
+from llamarig.lookups.secrets import SecretError, api_key, hub_token
+from llamarig.release.placements import planned_doc
+from llamarig.release.unit import rig_units
+from llamarig.hostdata.validate import Problem, format_problems, validate_all
 
 
 @dataclass

@@ -11,8 +11,8 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from llamarig import layout
-from llamarig.helpflags import accepted_flags, unknown_flags
-from llamarig.unit import POWER_UNIT, rig_units, service_argv
+from llamarig.forks.helpflags import accepted_flags, unknown_flags
+from llamarig.release.unit import POWER_UNIT, rig_units, service_argv
 
 from .models import secret_file
 from .util import executing, fail_command

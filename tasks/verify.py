@@ -21,7 +21,7 @@ from pyinfra.api import FactBase, StringCommand, deploy, operation
 from pyinfra.operations import files
 
 from llamarig import layout
-from llamarig.unit import has_api_key
+from llamarig.release.unit import has_api_key
 
 from .models import secret_file
 from .util import executing, quote_all

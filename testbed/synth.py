@@ -19,7 +19,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from llamarig import ggml_types
+from llamarig.planner import ggml_types
 
 ALIGN = 32
 

@@ -30,10 +30,10 @@ SEED_NGL = 99
 
 
 def seed_table(model_path: str, ctx: int, gpus_gib: list[float], ram_gib: float, margin_mib: int) -> dict:
-    from llamarig.gguf import read_model
-    from llamarig.memory import GiB, MiB, Settings
-    from llamarig.placement import Flags
-    from llamarig.plan import evaluate
+    from llamarig.planner.gguf import read_model
+    from llamarig.planner.memory import GiB, MiB, Settings
+    from llamarig.planner.placement import Flags
+    from llamarig.planner.plan import evaluate
 
     model = read_model(model_path)
     s = Settings(fork="llama.cpp", ctx=ctx, cache_k="q8_0", cache_v="q8_0", ubatch=512, flash_attn=True)

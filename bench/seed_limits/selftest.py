@@ -129,7 +129,7 @@ def test_real_cpu_log():
 
 
 def test_model_shape_and_sizes():
-    from llamarig import ggml_types
+    from llamarig.planner import ggml_types
     full = write_model.shape(92)
     rows = write_model.rows_for(full)
     names = [n for n, _, _ in rows]
@@ -150,7 +150,7 @@ def test_model_shape_and_sizes():
 def test_written_file_reads_back():
     """A 2-layer file: the gguf package parses it, llamarig's reader sees the same tensors and sizes."""
     import gguf
-    from llamarig.gguf import read_model
+    from llamarig.planner.gguf import read_model
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "m.gguf")
         r = subprocess.run([sys.executable, os.path.join(HERE, "write_model.py"), path, "--layers", "2"],

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from llamarig import lock
+from llamarig.release import lock
 from .conftest import ROOT
 from .test_deploy import chat, changed_ops, failed_ops
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from llamarig.inventory import load_group_data
+from llamarig.hostdata.inventory import load_group_data
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = load_group_data([ROOT / "group_data"])["all"]

@@ -1,6 +1,6 @@
-from llamarig.build import build_plan, cmake_args, cuda_architectures
-from llamarig.gitref import GitRefError, resolve_ref
-from llamarig.validate import validate_host
+from llamarig.release.build import build_plan, cmake_args, cuda_architectures
+from llamarig.lookups.gitref import GitRefError, resolve_ref
+from llamarig.hostdata.validate import validate_host
 
 import pytest
 

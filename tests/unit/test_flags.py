@@ -1,7 +1,7 @@
 import pytest
 
-from llamarig.flags import flag_names, server_args
-from llamarig.validate import validate_host
+from llamarig.release.flags import flag_names, server_args
+from llamarig.hostdata.validate import validate_host
 
 from .helpers import rig
 

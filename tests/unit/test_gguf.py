@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from llamarig import ggml_types
-from llamarig.gguf import GgufError, read_model
+from llamarig.planner import ggml_types
+from llamarig.planner.gguf import GgufError, read_model
 from testbed import synth
 from testbed.fakehub import FakeHub
 from testbed.sources import ensure_gemma_gguf, ensure_gemma_split

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from llamarig.inventory import load_inventory
-from llamarig.unit import render_unit
-from llamarig.validate import validate_all, validate_host
+from llamarig.hostdata.inventory import load_inventory
+from llamarig.release.unit import render_unit
+from llamarig.hostdata.validate import validate_all, validate_host
 from tests.unit.helpers import rig
 
 ROOT = Path(__file__).resolve().parents[2]

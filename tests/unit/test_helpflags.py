@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from llamarig.flags import server_args
-from llamarig.helpflags import accepted_flags, parse_help, unknown_flags
+from llamarig.release.flags import server_args
+from llamarig.forks.helpflags import accepted_flags, parse_help, unknown_flags
 
 DATA = Path(__file__).parent / "data"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llamarig.inventory import InventoryError, load_inventory
+from llamarig.hostdata.inventory import InventoryError, load_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,9 +9,9 @@ import tomllib
 
 import pytest
 
-from llamarig import lock
-from llamarig.hub import HubFile, ResolvedModel
-from llamarig.validate import validate_host
+from llamarig.release import lock
+from llamarig.lookups.hub import HubFile, ResolvedModel
+from llamarig.hostdata.validate import validate_host
 from testbed.fakehub import FakeHub
 from testbed.hubrepo import populate_hub
 from tests.unit.helpers import ROOT, rig
@@ -170,7 +170,7 @@ def test_a_gpu_rig_is_asked_for_nvcc_and_its_cards_compute_capability(monkeypatc
     """`auto` architectures are read on the rig: they decide the CMake arguments that name the prefix."""
     import contextlib
 
-    from llamarig import lockcli
+    from llamarig.commands import lock as lockcli
 
     answers = {lockcli.NVCC_LOOKUP: (0, "/usr/local/cuda/bin/nvcc\n", ""), lockcli.COMPUTE_CAPS: (0, "8.6\n8.6\n8.9\n", "")}
     asked = []

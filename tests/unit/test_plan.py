@@ -14,11 +14,11 @@ import sys
 
 import pytest
 
-from llamarig import memory
-from llamarig.gguf import read_model
-from llamarig.memory import GiB, Settings
-from llamarig.placement import Flags
-from llamarig.plan import evaluate, plan
+from llamarig.planner import memory
+from llamarig.planner.gguf import read_model
+from llamarig.planner.memory import GiB, Settings
+from llamarig.planner.placement import Flags
+from llamarig.planner.plan import evaluate, plan
 from testbed import synth
 from testbed.sources import ensure_gemma_gguf
 

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from llamarig import rigplan
-from llamarig.gguf import read_model
-from llamarig.validate import validate_host
+from llamarig.release import placements as rigplan
+from llamarig.planner.gguf import read_model
+from llamarig.hostdata.validate import validate_host
 from testbed import synth
 from testbed.fakehub import FakeHub
 from tests.unit.helpers import rig

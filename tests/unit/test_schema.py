@@ -1,7 +1,7 @@
 import ast
 
-from llamarig.schema import SCHEMA, SERVICE_SCHEMA, MODEL_SCHEMA
-from llamarig.validate import validate_host
+from llamarig.hostdata.schema import SCHEMA, SERVICE_SCHEMA, MODEL_SCHEMA
+from llamarig.hostdata.validate import validate_host
 
 from .helpers import DEFAULTS, ROOT, rig
 
@@ -34,7 +34,7 @@ def test_service_defaults_are_filled_in():
 
 
 def test_readme_reference_matches_the_schema():
-    from llamarig.refdoc import reference
+    from llamarig.hostdata.refdoc import reference
 
     readme = (ROOT / "README.md").read_text()
-    assert reference() in readme, "README data reference is stale: run python -m llamarig.refdoc --write"
+    assert reference() in readme, "README data reference is stale: run python -m llamarig.hostdata.refdoc --write"

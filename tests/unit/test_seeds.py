@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from llamarig.forks import canonical
-from llamarig.unit import systemd_split
+from llamarig.forks.options import canonical
+from llamarig.release.unit import systemd_split
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,7 +119,7 @@ def test_sidecar_variant_gives_the_x1_card_to_its_own_service(rendered):
 
 
 def test_systemd_split_inverts_quoting():
-    from llamarig.unit import systemd_quote
+    from llamarig.release.unit import systemd_quote
 
     words = ["/bin/x", "blk\\.(3|4)\\.ffn=CUDA0", "a b", 'say "hi"', "100%", "$HOME", "--temp"]
     assert systemd_split(" ".join(systemd_quote(w) for w in words)) == words

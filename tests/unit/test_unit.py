@@ -1,6 +1,6 @@
 from llamarig.layout import pick_model_file, split_siblings
-from llamarig.unit import render_unit, systemd_quote
-from llamarig.validate import validate_host
+from llamarig.release.unit import render_unit, systemd_quote
+from llamarig.hostdata.validate import validate_host
 
 from .helpers import rig
 
@@ -76,8 +76,8 @@ def test_split_sets():
 
 
 def test_power_boot_unit_sets_every_declared_setting():
-    from llamarig.power import boot_commands
-    from llamarig.unit import render_power_unit
+    from llamarig.release.power import boot_commands
+    from llamarig.release.unit import render_power_unit
 
     commands = boot_commands({0: 300.0, 2: 250.5}, persistence=True, n_gpus=3)
     assert commands == ["nvidia-smi -i 0 -pm 1", "nvidia-smi -i 0 -pl 300", "nvidia-smi -i 1 -pm 1",

@@ -2,7 +2,7 @@
 
 import pytest
 
-from llamarig.validate import format_problems, validate_all, validate_host
+from llamarig.hostdata.validate import format_problems, validate_all, validate_host
 
 from .helpers import rig
 

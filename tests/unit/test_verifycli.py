@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from llamarig import cli, verifycli
+from llamarig.commands import cli
+from llamarig.commands import verify as verifycli
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "ssh-Pa55-CANARY"

@@ -16,14 +16,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .forks import ALIASES
+from llamarig.forks.options import ALIASES
 
 _FLAG = re.compile(r"^--?[A-Za-z][A-Za-z0-9_-]*$")
 
 # ik_llama.cpp's --help leaves out flags its parser accepts (--split-mode, --n-predict,
 # --override-tensor, ...): for ik the parsed help is joined with the flags of its parser
-# at the reference commit, read from its source (llamarig/data/ik_llama.cpp-flags.txt).
-_IK_FLAGS_FILE = Path(__file__).with_name("data") / "ik_llama.cpp-flags.txt"
+# at the reference commit, read from its source (llamarig/forks/ik_llama.cpp-flags.txt).
+_IK_FLAGS_FILE = Path(__file__).with_name("ik_llama.cpp-flags.txt")
 
 
 def ik_source_flags() -> set[str]:

@@ -5,7 +5,7 @@ from the ``gguf`` package (kept in step with ggml.h); ik_llama.cpp adds its own
 types from id 133 up (``ggml/include/ggml.h`` there), some of which carry a few
 bytes of metadata per row (a scale) besides their blocks (``row_meta_size`` in
 its ``ggml/src/ggml.c`` type traits). The table for ik's types is in
-``llamarig/data/ik_ggml_types.json``, read from ik_llama.cpp at commit 8337e4cd (ggml.h enum ggml_type and the type_traits initializer in ggml.c, compiled to get the sizes).
+``llamarig/planner/ik_ggml_types.json``, read from ik_llama.cpp at commit 8337e4cd (ggml.h enum ggml_type and the type_traits initializer in ggml.c, compiled to get the sizes).
 
 A row of ``n`` elements takes ``row_meta_size + n / blck_size * type_size``
 bytes (ik's ``ggml_row_size``); a tensor takes that times the product of its
@@ -52,7 +52,7 @@ def mainline_types() -> dict[int, GgmlType]:
 
 @lru_cache(maxsize=1)
 def ik_types() -> dict[int, GgmlType]:
-    rows = json.loads(resources.files("llamarig").joinpath("data/ik_ggml_types.json").read_text())
+    rows = json.loads(resources.files("llamarig.planner").joinpath("ik_ggml_types.json").read_text())
     return {r["id"]: GgmlType(r["id"], r["name"], r["blck_size"], r["type_size"], r.get("row_meta_size", 0),
                               "ik_llama.cpp")
             for r in rows if r.get("blck_size")}

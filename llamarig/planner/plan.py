@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from . import memory, placement
-from .gguf import ModelInfo
-from .memory import GiB, MiB, Settings
-from .placement import CPU, EXPS_REGEX, Flags, cuda
+from llamarig.planner import memory
+from llamarig.planner import placement
+from llamarig.planner.gguf import ModelInfo
+from llamarig.planner.memory import GiB, MiB, Settings
+from llamarig.planner.placement import CPU, EXPS_REGEX, Flags, cuda
 
 
 class PlanError(Exception):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
-from . import layout
+from llamarig import layout
 
 
 class HubError(Exception):

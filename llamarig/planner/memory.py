@@ -30,8 +30,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from . import ggml_types
-from .gguf import ModelInfo, Tensor
+from llamarig.planner import ggml_types
+from llamarig.planner.gguf import ModelInfo, Tensor
 
 MiB = 1 << 20
 GiB = 1 << 30

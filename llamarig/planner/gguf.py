@@ -19,8 +19,8 @@ import re
 import struct
 from dataclasses import dataclass, field
 
-from . import ggml_types
-from .layout import split_siblings
+from llamarig.planner import ggml_types
+from llamarig.layout import split_siblings
 
 
 class GgufError(Exception):

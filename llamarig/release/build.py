@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import layout
+from llamarig import layout
 
 # Options every build gets, per fork: static binaries (no RUNPATH to break when
 # a prefix moves), no tests or examples beyond the requested targets.

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import sys
 
-from . import lock, rigplan
-from .build import NVCC_LOOKUP, build_plan, cmake_args, cuda_architectures
-from .gitref import GitRefError, resolve_ref
-from .hub import HubError, resolve_model
-from .inventory import load_checked
-from .rigssh import ssh_rig
-from .secrets import SecretError, hub_token
-from .unit import rig_units
-from .validate import format_problems
+from llamarig.release import lock
+from llamarig.release import placements as rigplan
+from llamarig.release.build import NVCC_LOOKUP, build_plan, cmake_args, cuda_architectures
+from llamarig.lookups.gitref import GitRefError, resolve_ref
+from llamarig.lookups.hub import HubError, resolve_model
+from llamarig.hostdata.inventory import load_checked
+from llamarig.lookups.rigssh import ssh_rig
+from llamarig.lookups.secrets import SecretError, hub_token
+from llamarig.release.unit import rig_units
+from llamarig.hostdata.validate import format_problems
 
 COMPUTE_CAPS = "nvidia-smi --query-gpu=compute_cap --format=csv,noheader"
 

@@ -149,7 +149,7 @@ def load_checked(inventory: str | Path) -> tuple[list[HostEntry], dict[str, dict
     stderr, when the file cannot be loaded or any host's data is bad (the CLI's commands stop there)."""
     import sys
 
-    from .validate import format_problems, validate_all
+    from llamarig.hostdata.validate import format_problems, validate_all
 
     try:
         entries = load_inventory(inventory)

@@ -8,14 +8,14 @@ exactly these keys. Entries of ``models`` and ``services`` get their defaults
 from this schema (cerberus normalisation), so a service states only what differs.
 
 Each rule carries ``meta: {"doc": ..., "example": ...}``; the README's data
-reference is generated from it (``python -m llamarig.refdoc``).
+reference is generated from it (``python -m llamarig.hostdata.refdoc``).
 """
 
 from __future__ import annotations
 
-from .forks import CACHE_TYPES as _FORK_CACHE_TYPES
-from .forks import FORKS as _FORKS
-from .forks import SPLIT_MODES as _FORK_SPLIT_MODES
+from llamarig.forks.options import CACHE_TYPES as _FORK_CACHE_TYPES
+from llamarig.forks.options import FORKS as _FORKS
+from llamarig.forks.options import SPLIT_MODES as _FORK_SPLIT_MODES
 
 FORKS = list(_FORKS)
 # Every fork's values; validate.py checks the rig's own fork (llamarig/forks.py).

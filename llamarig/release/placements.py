@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .gguf import ModelInfo
-from .memory import GiB, MiB, Settings
-from .placement import Flags
-from .plan import Plan, evaluate, plan
-from .validate import service_gpus
+from llamarig.planner.gguf import ModelInfo
+from llamarig.planner.memory import GiB, MiB, Settings
+from llamarig.planner.placement import Flags
+from llamarig.planner.plan import Plan, evaluate, plan
+from llamarig.hostdata.validate import service_gpus
 
 PLACEMENT_KEYS = ("n_gpu_layers", "tensor_split", "tensor_overrides", "n_cpu_moe", "cpu_moe", "fit")
 
@@ -92,7 +92,7 @@ def plan_rig(doc: dict, models: dict[str, ModelInfo]) -> dict[str, ServicePlan]:
 
 
 def placement_problems(host: str, doc: dict, plans: dict[str, ServicePlan]) -> list:
-    from .validate import Problem
+    from llamarig.hostdata.validate import Problem
     problems = []
     for i, svc in enumerate(doc["services"]):
         sp = plans.get(svc["name"])
@@ -106,8 +106,8 @@ def placement_problems(host: str, doc: dict, plans: dict[str, ServicePlan]) -> l
 
 def read_headers(doc: dict, resolved) -> ModelInfo:
     """The GGUF headers of a resolved model (llamarig.hub.ResolvedModel), by range requests, cached."""
-    from .gguf import read_hub_model
-    from .secrets import hub_token
+    from llamarig.planner.gguf import read_hub_model
+    from llamarig.lookups.secrets import hub_token
     return read_hub_model(resolved.repo, resolved.file, resolved.commit, doc["hub_endpoint"],
                           hub_token(doc))
 
@@ -123,9 +123,9 @@ def planned_doc(host: str, doc: dict, resolve, check_explicit: bool = True) -> t
     and the problems (a placement that does not fit; a model whose headers cannot be read).
 
     With `check_explicit` false (`llamarig render`), a rig without `auto` services reads no header."""
-    from .gguf import GgufError
-    from .hub import HubError
-    from .validate import Problem
+    from llamarig.planner.gguf import GgufError
+    from llamarig.lookups.hub import HubError
+    from llamarig.hostdata.validate import Problem
 
     if not any(checkable(doc, s) for s in doc["services"]):
         return doc, {}, []

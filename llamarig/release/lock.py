@@ -21,7 +21,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .hub import HubFile, ResolvedModel
+from llamarig.lookups.hub import HubFile, ResolvedModel
 
 LOCK_NAME = "rigs.lock"
 VERSION = 1

@@ -15,8 +15,8 @@ from typing import Any
 
 from cerberus import Validator
 
-from .forks import fork_problems
-from .schema import FOREIGN_KEY_PREFIXES, SCHEMA
+from llamarig.forks.options import fork_problems
+from llamarig.hostdata.schema import FOREIGN_KEY_PREFIXES, SCHEMA
 
 _MISSING = object()
 PLACEMENT_FLAGS = ("-ngl", "--gpu-layers", "--n-gpu-layers", "-ts", "--tensor-split", "-ot", "--override-tensor",

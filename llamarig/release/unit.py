@@ -12,10 +12,10 @@ from pathlib import Path
 
 import jinja2
 
-from . import layout
-from .flags import server_args
+from llamarig import layout
+from llamarig.release.flags import server_args
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 _SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
 
 
@@ -70,7 +70,7 @@ def environment_lines(env: dict[str, str]) -> list[str]:
 
 
 def service_environment(doc: dict, service: dict) -> dict[str, str]:
-    from .validate import service_gpus
+    from llamarig.hostdata.validate import service_gpus
 
     env: dict[str, str] = {}
     if doc["gpus"]:
@@ -155,7 +155,7 @@ def render_unit(host: str, doc: dict, service: dict, model_file: str, revision: 
 
 
 def service_gpus_of(doc: dict, service: dict) -> list[int]:
-    from .validate import service_gpus
+    from llamarig.hostdata.validate import service_gpus
     return service_gpus(doc, service)
 
 

@@ -26,12 +26,12 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import layout
-from .forks import canonical
-from .inventory import load_checked
-from .rigssh import ssh_rig
-from .unit import has_api_key
-from .validate import service_gpus
+from llamarig import layout
+from llamarig.forks.options import canonical
+from llamarig.hostdata.inventory import load_checked
+from llamarig.lookups.rigssh import ssh_rig
+from llamarig.release.unit import has_api_key
+from llamarig.hostdata.validate import service_gpus
 
 HTTP_TIMEOUT_S = 10
 

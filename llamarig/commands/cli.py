@@ -12,17 +12,18 @@ import os
 import shlex
 import sys
 
-from . import layout
-from .hub import HubError, resolve_model
-from .secrets import SecretError, hub_token
-from .inventory import InventoryError, load_inventory
-from . import lockcli, rigplan
-from .gguf import GgufError, read_model
-from .memory import GiB, MiB, Settings
-from .plan import describe, plan
-from .schema import CACHE_TYPES, _cache_type as _coerce_cache
-from .unit import render_unit, service_argv
-from .validate import format_problems, validate_all
+from llamarig import layout
+from llamarig.lookups.hub import HubError, resolve_model
+from llamarig.lookups.secrets import SecretError, hub_token
+from llamarig.hostdata.inventory import InventoryError, load_inventory
+from llamarig.commands import lock as lockcli
+from llamarig.release import placements as rigplan
+from llamarig.planner.gguf import GgufError, read_model
+from llamarig.planner.memory import GiB, MiB, Settings
+from llamarig.planner.plan import describe, plan
+from llamarig.hostdata.schema import CACHE_TYPES, _cache_type as _coerce_cache
+from llamarig.release.unit import render_unit, service_argv
+from llamarig.hostdata.validate import format_problems, validate_all
 
 
 def _load(inventory: str):
@@ -165,7 +166,7 @@ def _plan_inventory(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .verifycli import cmd_verify as verify
+    from llamarig.commands.verify import cmd_verify as verify
     return verify(args)
 
 

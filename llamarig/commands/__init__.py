@@ -1,0 +1,1 @@
+"""The llamarig command line: check, render, plan, lock, verify."""

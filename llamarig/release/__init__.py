@@ -1,0 +1,1 @@
+"""From resolved host data to a release: placements, build plan, flags, units, power, the lock."""
