@@ -1,17 +1,18 @@
 """llamarig's deploy: `pyinfra INVENTORY deploy.py`.
 
-Data flows one way: host data -> validation (every host, before anything runs)
--> resolved refs and models -> flags -> units -> operations.
+Data flows one way: host data -> validation and resolution of every host, before
+anything runs (tasks/preflight.py: llamarig.release.resolve, then the release of
+llamarig.release.assemble) -> operations, which only install what the release says.
 """
 
 from tasks import build, models, power, services, summary, verify
-from tasks.preflight import rig_plan
+from tasks.preflight import current
 
 summary.register()  # at exit: which rigs deployed, which failed and why (unreachable ones too)
-rig = rig_plan()
-power.apply(rig)
-built = build.apply(rig)
-fetched = models.apply(rig)
-units = services.apply(rig, built, model_ops=fetched)
-verify.apply(rig, units)
-models.prune(rig)  # only once every service answered: until then the old revision is the rollback
+deployment = current()
+power.apply(deployment)
+built = build.apply(deployment)
+fetched = models.apply(deployment)
+units = services.apply(deployment, built, model_ops=fetched)
+verify.apply(deployment, units)
+models.prune(deployment)  # only once every service answered: until then the old revision is the rollback

@@ -1,17 +1,26 @@
 #!/bin/sh
 # Build one llama.cpp / ik_llama.cpp commit into its own prefix (installed by llamarig).
-# Usage: llamarig-build.sh SRC URL COMMIT WORKTREE BUILDDIR PREFIX JOBS "TARGETS" -- CMAKE_ARGS...
+# Usage: llamarig-build.sh SRC URL COMMIT WORKTREE BUILDDIR PREFIX JOBS "TARGETS" RECORD_NAME RECORD_JSON -- CMAKE_ARGS...
 # The prefix appears only when the build is complete (built in PREFIX.tmp, then renamed),
 # so a failed build leaves every earlier build, and the link units use, as it was.
+# RECORD_NAME is the build record's file name inside the prefix (its presence marks a complete
+# prefix) and RECORD_JSON its whole text, made by the controller and written verbatim.
 set -eu
-src=$1 url=$2 commit=$3 work=$4 builddir=$5 prefix=$6 jobs=$7 targets=$8
-shift 8
-[ "$1" = "--" ] && shift
+if [ "$#" -lt 10 ]; then
+    echo "usage: llamarig-build.sh SRC URL COMMIT WORKTREE BUILDDIR PREFIX JOBS TARGETS RECORD_NAME RECORD_JSON -- CMAKE_ARGS..." >&2
+    exit 2
+fi
+src=$1 url=$2 commit=$3 work=$4 builddir=$5 prefix=$6 jobs=$7 targets=$8 record_name=$9 record=${10}
+shift 10
+[ "${1:-}" = "--" ] && shift
+case "$record_name" in
+    ""|.|..|*/*) echo "llamarig-build: RECORD_NAME must be a file name: $record_name" >&2; exit 2 ;;
+esac
 
 log() { echo "llamarig-build: $*" >&2; }
 
 build() {
-    if [ -f "$prefix/.llamarig-build.json" ]; then
+    if [ -f "$prefix/$record_name" ]; then
         log "$prefix is already complete"
         return 0
     fi
@@ -41,8 +50,7 @@ build() {
     for t in $targets; do
         cp "$builddir/bin/$t" "$prefix.tmp/bin/$t"
     done
-    printf '{"commit": "%s", "url": "%s", "targets": "%s", "cmake_args": "%s"}\n' \
-        "$commit" "$url" "$targets" "$*" > "$prefix.tmp/.llamarig-build.json"
+    printf '%s\n' "$record" > "$prefix.tmp/$record_name"
     mv "$prefix.tmp" "$prefix"
     log "installed $prefix"
 }

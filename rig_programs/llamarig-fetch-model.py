@@ -13,14 +13,25 @@ the rest. It also records each verified file's identity (size, mtime, ctime,
 inode); a file whose identity changed since (someone wrote to it) is hashed again
 and fetched again when its digest no longer matches. Before the first byte moves,
 the free space is checked against what is left to fetch. The Hub token, if any,
-is read from --token-file (root-only), never from argv.
+is read from --token-file (root-only), never from argv. The manifest's file name
+(--manifest) comes from the controller.
+
+With --state DIR --manifest NAME it instead prints one line of JSON describing
+what DIR holds, for the controller to compare with what it wants:
+{"manifest": <the parsed manifest, or null>, "sizes": {relpath: size},
+"identity": {relpath: [size, mtime_ns, ctime_ns, inode]}} for every regular file
+under DIR except the staging directory. That mode needs only the standard library
+and also runs inline (python3 -c "$SOURCE" --state DIR --manifest NAME).
 """
 
 import argparse
 import hashlib
 import json
 import os
+import stat
 import sys
+
+STAGING = ".staging"
 
 
 def sha256_of(path):
@@ -50,39 +61,63 @@ def in_place(final, want, recorded, seen, quiet=False):
     return True
 
 
-MANIFEST = ".llamarig-manifest.json"
-
-
-def read_manifest(directory, repo):
-    """(files, identities) a revision directory's manifest records for ``repo``; empty when none."""
+def load_manifest(directory, manifest):
+    """The parsed manifest of a revision directory, or None when it is missing or not a JSON object."""
     try:
-        with open(os.path.join(directory, MANIFEST)) as handle:
-            old = json.load(handle)
+        with open(os.path.join(directory, manifest)) as handle:
+            doc = json.load(handle)
     except (OSError, ValueError):
-        return {}, {}
-    if old.get("repo") != repo:
-        return {}, {}
-    return old.get("files", {}), old.get("identity", {})
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
-def write_manifest(dest, repo, commit, verified):
+def read_manifest(directory, manifest, repo):
+    """(files, identities) a revision directory's manifest records for ``repo``; empty when none."""
+    old = load_manifest(directory, manifest)
+    if old is None or old.get("repo") != repo:
+        return {}, {}
+    files, ids = old.get("files"), old.get("identity")
+    return (files if isinstance(files, dict) else {}), (ids if isinstance(ids, dict) else {})
+
+
+def write_manifest(dest, manifest, repo, commit, verified):
     """Record the verified files (path -> spec); identities are read now, after every move."""
     ids = {path: identity(os.path.join(dest, path)) for path in verified}
-    tmp = os.path.join(dest, MANIFEST + ".tmp")
+    tmp = os.path.join(dest, manifest + ".tmp")
     with open(tmp, "w") as handle:
         json.dump({"repo": repo, "commit": commit, "files": verified, "identity": ids}, handle,
                   indent=1, sort_keys=True)
-    os.replace(tmp, os.path.join(dest, MANIFEST))
+    os.replace(tmp, os.path.join(dest, manifest))
 
 
-def reusable(dest, repo, path, want):
+def state(directory, manifest):
+    """What ``directory`` holds: its manifest, and each regular file's size and identity (staging skipped)."""
+    sizes, ids = {}, {}
+    for root, dirs, names in os.walk(directory):
+        if root == directory:
+            dirs[:] = [d for d in dirs if d != STAGING]
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            try:
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue
+                found = identity(path)
+            except FileNotFoundError:  # removed while we looked
+                continue
+            rel = os.path.relpath(path, directory).replace(os.sep, "/")
+            sizes[rel], ids[rel] = found[0], found
+    return {"manifest": load_manifest(directory, manifest), "sizes": sizes, "identity": ids}
+
+
+def reusable(dest, manifest, repo, path, want):
     """A verified copy of ``path`` in another revision directory of the same model, or None."""
     parent = os.path.dirname(os.path.abspath(dest))
     for name in sorted(os.listdir(parent)):
         other = os.path.join(parent, name)
         if other == os.path.abspath(dest) or not os.path.isdir(other):
             continue
-        files, ids = read_manifest(other, repo)
+        files, ids = read_manifest(other, manifest, repo)
         candidate = os.path.join(other, path)
         if want.get("sha256") and in_place(candidate, want, files.get(path), ids.get(path), quiet=True):
             return candidate
@@ -90,13 +125,23 @@ def reusable(dest, repo, path, want):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repo", required=True)
-    parser.add_argument("--commit", required=True)
-    parser.add_argument("--dest", required=True)
-    parser.add_argument("--files", required=True, help="JSON: {path: {size, sha256}}")
+    parser = argparse.ArgumentParser(prog="llamarig-fetch-model.py")
+    parser.add_argument("--manifest", required=True, help="the manifest's file name in a revision directory")
+    parser.add_argument("--state", metavar="DIR", help="print what DIR holds as JSON, download nothing")
+    parser.add_argument("--repo")
+    parser.add_argument("--commit")
+    parser.add_argument("--dest")
+    parser.add_argument("--files", help="JSON: {path: {size, sha256}}")
     parser.add_argument("--token-file")
     args = parser.parse_args()
+    if os.sep in args.manifest or args.manifest in ("", ".", ".."):
+        parser.error(f"--manifest is a file name, not a path: {args.manifest!r}")
+    if args.state is not None:
+        print(json.dumps(state(args.state, args.manifest), sort_keys=True))
+        return
+    missing = [f"--{name}" for name in ("repo", "commit", "dest", "files") if getattr(args, name) is None]
+    if missing:
+        parser.error("the following arguments are required: " + ", ".join(missing))
 
     files = json.loads(args.files)
     token = None
@@ -104,15 +149,15 @@ def main():
         with open(args.token_file) as handle:
             token = handle.read().strip() or None
 
-    staging = os.path.join(args.dest, ".staging")
+    staging = os.path.join(args.dest, STAGING)
     os.makedirs(staging, exist_ok=True)
-    old_files, old_ids = read_manifest(args.dest, args.repo)
+    old_files, old_ids = read_manifest(args.dest, args.manifest, args.repo)
     verified = {path: want for path, want in sorted(files.items())
                 if in_place(os.path.join(args.dest, path), want, old_files.get(path), old_ids.get(path))}
     todo = [path for path in sorted(files) if path not in verified]
     linked = 0
     for path in list(todo):
-        source = reusable(args.dest, args.repo, path, files[path])
+        source = reusable(args.dest, args.manifest, args.repo, path, files[path])
         if source is None:
             continue
         final = os.path.join(args.dest, path)
@@ -126,7 +171,7 @@ def main():
         verified[path] = files[path]
         todo.remove(path)
         linked += 1
-    write_manifest(args.dest, args.repo, args.commit, verified)
+    write_manifest(args.dest, args.manifest, args.repo, args.commit, verified)
 
     need = sum(files[p]["size"] for p in todo)
     st = os.statvfs(args.dest)
@@ -155,7 +200,7 @@ def main():
         os.chmod(got, 0o644)
         os.replace(got, final)
         verified[path] = want
-        write_manifest(args.dest, args.repo, args.commit, verified)  # a cut-off run keeps what it finished
+        write_manifest(args.dest, args.manifest, args.repo, args.commit, verified)  # a cut-off run keeps what it finished
 
     print(f"llamarig: {args.repo}@{args.commit[:12]}: {len(todo)} file(s) fetched, {linked} linked from an "
           f"earlier revision, {len(files) - len(todo) - linked} already in place")

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 
 from packaging.requirements import Requirement
 from pyinfra import host
-import hashlib
-from io import StringIO
-
-from pyinfra.api import FactBase, FileUploadCommand, StringCommand, deploy, operation
+from pyinfra.api import FactBase, StringCommand, deploy, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
-from llamarig import layout
+from llamarig import layout, programs
 from llamarig.lookups.hub import ResolvedModel
+from llamarig.release.model_files import expected_files, is_complete
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-MANIFEST = ".llamarig-manifest.json"
-
-
-def hub_venv(doc: dict) -> str:
-    return f"{doc['build_root']}/venv"
+from . import rig_programs
+from .root_files import secret_file
+from .util import quote_all
 
 
 class PythonPackageVersion(FactBase):
@@ -38,73 +32,21 @@ class PythonPackageVersion(FactBase):
         return lines[-1] if lines else None
 
 
-def _ns(stamp: str) -> int:
-    """find's %T@ (seconds with a fraction, as text) in nanoseconds, exactly: what os.stat's st_mtime_ns says."""
-    whole, _, fraction = stamp.partition(".")
-    return int(whole) * 10**9 + int((fraction + "000000000")[:9])
-
-
 class ModelFiles(FactBase):
-    """A model directory's manifest, and the size and identity (size, mtime and ctime in ns, inode) of every file under it."""
+    """A model revision directory's manifest, and the size and identity of every file under it, as the rig's
+    downloader computes them (its ``--state`` mode, sent inline: file identity has one definition)."""
 
     def command(self, path):
-        q = shlex.quote(path)
-        return (f"cat {q}/{MANIFEST} 2>/dev/null; echo; echo '--- files'; "
-                f"test -d {q} && find {q} -path {q}/.staging -prune -o -type f -printf '%P\\t%s\\t%T@\\t%C@\\t%i\\n' || true")
+        return quote_all(["python3", "-c", programs.source(programs.FETCH), "--state", path,
+                          "--manifest", layout.MANIFEST])
 
     def process(self, output):
-        text = "\n".join(output)
-        head, _, tail = text.partition("--- files")
         try:
-            manifest = json.loads(head) if head.strip() else None
-        except ValueError:
-            manifest = None
-        sizes, identity = {}, {}
-        for line in tail.splitlines():
-            fields = line.split("\t")
-            if len(fields) == 5 and fields[1].isdigit():
-                name, size, mtime, ctime, inode = fields
-                sizes[name] = int(size)
-                identity[name] = [int(size), _ns(mtime), _ns(ctime), int(inode)]
-        return {"manifest": manifest, "sizes": sizes, "identity": identity}
-
-
-TOKEN_FILE = "/etc/llamarig/hub-token"
-
-
-class FileSha256(FactBase):
-    """sha256 of a file, or None when it does not exist."""
-
-    def command(self, path):
-        return f"test -f {shlex.quote(path)} && sha256sum {shlex.quote(path)} | cut -d' ' -f1 || true"
-
-    def process(self, output):
-        lines = [line.strip() for line in output if line.strip()]
-        return lines[0] if lines else None
-
-
-@operation()
-def secret_file(path: str, secret: str):
-    """
-    Keep a root-only (0600) file holding ``secret``, without the secret in any command, diff or log.
-
-    + path: the file on the rig
-    + secret: its content
-
-    Compares digests, and uploads to a temporary file in a 0700 directory before moving it in place.
-    """
-    if host.get_fact(FileSha256, path=path) == hashlib.sha256(secret.encode()).hexdigest():
-        host.noop(f"{path} is up to date")
-        return
-    directory = str(Path(path).parent)
-    tmp = f"{directory}/.{Path(path).name}.tmp"
-    yield f"mkdir -p {shlex.quote(directory)} && chmod 700 {shlex.quote(directory)} && rm -f {shlex.quote(tmp)} && (umask 077; : > {shlex.quote(tmp)})"
-    yield FileUploadCommand(StringIO(secret), tmp)
-    yield f"chmod 600 {shlex.quote(tmp)} && mv {shlex.quote(tmp)} {shlex.quote(path)}"
-
-
-def expected_files(model: ResolvedModel) -> dict:
-    return {f.path: {"size": f.size, "sha256": f.sha256} for f in model.files}
+            state = json.loads([line for line in output if line.strip()][-1])
+        except (ValueError, IndexError):
+            state = {}
+        return {"manifest": state.get("manifest"), "sizes": state.get("sizes") or {},
+                "identity": state.get("identity") or {}}
 
 
 @operation()
@@ -113,40 +55,38 @@ def hub_model(model: ResolvedModel, dest: str, python: str, script: str, endpoin
     Make ``dest`` hold exactly the resolved files of a Hub model, verified.
 
     + model: the model resolved on the controller (commit, files with sizes and sha256)
-    + dest: the model's directory on the rig
+    + dest: the model's revision directory on the rig
     + python: the interpreter with huggingface_hub
     + script: path of the installed llamarig-fetch-model.py
     + endpoint: the Hub endpoint (HF_ENDPOINT)
     + token_file: root-only file holding the Hub token, or None
+
+    **Example:**
+
+    .. code:: python
+
+        hub_model(name="Model", model=resolved, dest="/var/lib/llamarig/models/glm/0123456789ab",
+                  python="/opt/llamarig/venv/bin/python", script=path, endpoint="https://huggingface.co",
+                  token_file=None)
     """
     state = host.get_fact(ModelFiles, path=dest)
-    want = expected_files(model)
-    manifest = state["manifest"] or {}
-    complete = (
-        manifest.get("repo") == model.repo
-        and manifest.get("commit") == model.commit
-        and manifest.get("files") == want
-        and all(state["sizes"].get(path) == spec["size"] for path, spec in want.items())
-        # a file written to since it was verified (a flipped byte) no longer has its recorded identity
-        and all((manifest.get("identity") or {}).get(path) == state.get("identity", {}).get(path) for path in want)
-    )
-    if complete:
-        host.noop(f"{dest} holds {model.repo}@{model.commit[:12]}, all {len(want)} file(s) complete")
+    if is_complete(state, model):
+        host.noop(f"{dest} holds {model.repo}@{model.commit[:12]}, all {len(model.files)} file(s) complete")
         return
     words = [python, script, "--repo", model.repo, "--commit", model.commit, "--dest", dest,
-             "--files", json.dumps(want, sort_keys=True)]
+             "--manifest", layout.MANIFEST, "--files", json.dumps(expected_files(model), sort_keys=True)]
     if token_file:
         words += ["--token-file", token_file]
     env = f"HF_ENDPOINT={shlex.quote(endpoint)} HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_PROGRESS_BARS=1 "
-    yield StringCommand(env + " ".join(shlex.quote(str(w)) for w in words))
+    yield StringCommand(env + quote_all(words))
 
 
 @deploy("Models")
-def apply(rig):
-    doc = rig.doc
+def apply(deployment):
+    doc, rig = deployment.doc, deployment.rig
     if not rig.models:
         return {}
-    venv = hub_venv(doc)
+    venv = layout.hub_venv(doc["build_root"])
     installed = host.get_fact(DebPackages) or {}
     if "python3-venv" not in installed:
         apt.packages(name="Install python3-venv", packages=["python3-venv"], update=True, no_recommends=True)
@@ -157,21 +97,20 @@ def apply(rig):
             f"test -x {shlex.quote(venv)}/bin/python || python3 -m venv {shlex.quote(venv)}",
             f"{shlex.quote(venv)}/bin/pip install --quiet {shlex.quote(doc['hub_client'])}",
         ])
-    script = layout.libexec(doc["build_root"], "llamarig-fetch-model.py")
-    files.directory(name="llamarig directories", path=str(Path(script).parent), present=True)
-    files.put(name="Model fetch script", src=str(TEMPLATES / "llamarig-fetch-model.py"), dest=script, mode="755")
+    script = rig_programs.install(doc, programs.FETCH)
     files.directory(name="Models directory", path=doc["models_dir"], present=True, mode="755")
-    token = rig.hub_token
-    if token:
-        secret_file(name=f"Hub token ({TOKEN_FILE}, root only)", path=TOKEN_FILE, secret=token)
+    token_file = layout.HUB_TOKEN_FILE
+    if rig.hub_token:
+        secret_file(name=f"Hub token ({token_file}, root only)", path=token_file, secret=rig.hub_token)
     else:
-        files.file(name="No Hub token", path=TOKEN_FILE, present=False)
+        files.file(name="No Hub token", path=token_file, present=False)
     ops = {}
     for name, model in sorted(rig.models.items()):
         ops[name] = hub_model(
             name=f"Model {name}: {model.repo}@{model.commit[:12]} ({model.total_bytes / 2**30:.2f} GiB)",
-            model=model, dest=layout.model_revision_dir(doc["models_dir"], name, model.commit), python=f"{venv}/bin/python",
-            script=script, endpoint=doc["hub_endpoint"], token_file=TOKEN_FILE if token else None,
+            model=model, dest=layout.model_revision_dir(doc["models_dir"], name, model.commit),
+            python=f"{venv}/bin/python", script=script, endpoint=doc["hub_endpoint"],
+            token_file=token_file if rig.hub_token else None,
         )
     return ops
 
@@ -185,7 +124,7 @@ class ModelRevisions(FactBase):
 
     def command(self, models_dir):
         q = shlex.quote(models_dir)
-        return f"test -d {q} && find {q} -mindepth 3 -maxdepth 3 -name {MANIFEST} -printf '%P\\n' || true"
+        return f"test -d {q} && find {q} -mindepth 3 -maxdepth 3 -name {shlex.quote(layout.MANIFEST)} -printf '%P\\n' || true"
 
     def process(self, output):
         return sorted(line.strip().split("/")[:2] for line in output if line.count("/") == 2)
@@ -201,6 +140,12 @@ def old_revisions(models_dir: str, keep: dict):
 
     Called once every service of the rig has answered: until then the old revision is what a
     rollback returns to.
+
+    **Example:**
+
+    .. code:: python
+
+        old_revisions(name="Prune", models_dir="/var/lib/llamarig/models", keep={"glm": "0123456789ab"})
     """
     old = [(name, label) for name, label in host.get_fact(ModelRevisions, models_dir=models_dir)
            if name in keep and label != keep[name]]
@@ -211,7 +156,8 @@ def old_revisions(models_dir: str, keep: dict):
 
 
 @deploy("Old model revisions")
-def prune(rig):
-    keep = {name: layout.revision_label(model.commit) for name, model in rig.models.items()}
+def prune(deployment):
+    keep = {name: layout.revision_label(model.commit) for name, model in deployment.rig.models.items()}
     if keep:
-        old_revisions(name="Remove model revisions no service runs", models_dir=rig.doc["models_dir"], keep=keep)
+        old_revisions(name="Remove model revisions no service runs", models_dir=deployment.doc["models_dir"],
+                      keep=keep)

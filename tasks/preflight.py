@@ -1,12 +1,14 @@
-"""Validate every host, and resolve each rig's models and source refs, before any operation is queued.
+"""Before any operation is queued: validate every host, resolve every rig, read what decides its build, release it.
 
-When the inventory has a ``rigs.lock`` (``llamarig/lock.py``), nothing is resolved:
-each rig gets its locked commit and files, and data the lock does not cover, or a
-unit that would render differently from the locked one, is a problem like bad data.
+pyinfra runs deploy.py once per host; the first call does this for every host of
+the inventory (within ``--limit``) and caches the outcome, so bad data, a ref or
+model that cannot be resolved, a placement that does not fit, or a rig that has
+left its lock stops the whole run before anything is changed anywhere. Problems
+are printed together, one line each, never as a traceback.
 
-pyinfra runs deploy.py once per host; the first call checks all hosts of the
-inventory and caches the outcome, so a bad rig stops the whole run before
-anything is changed anywhere. Problems are printed together, never as a traceback.
+The rest is ``llamarig/``: ``resolve_rig`` (the resolver) and ``make_release``
+(the build plan, every unit's text, argv and expectation). The only rig facts read
+here are the ones a deploy never changes: ``nvcc`` and the GPUs' compute capability.
 """
 
 from __future__ import annotations
@@ -14,31 +16,31 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 from pyinfra import host, state
 
 from llamarig import layout
-from llamarig.release import lock
-from llamarig.release.build import build_plan
-from llamarig.lookups.gitref import GitRefError, resolve_ref
-from llamarig.lookups.hub import HubError, ResolvedModel, resolve_model
-from llamarig.lookups.secrets import SecretError, api_key, hub_token
-from llamarig.release.placements import planned_doc
-from llamarig.release.unit import rig_units
 from llamarig.hostdata.validate import Problem, format_problems, validate_all
+from llamarig.release import lock
+from llamarig.release.assemble import Release, facts_from_lock, facts_from_rig, lock_problems, make_release
+from llamarig.release.resolve import LockUse, ResolvedRig, real_lookups, resolve_rig
+
+from .gpu_facts import GpuState, NvccPath
 
 
-@dataclass
-class RigPlan:
-    doc: dict
-    models: dict[str, ResolvedModel]
-    commit: str
-    hub_token: str | None = None
-    api_keys: dict[str, str] = field(default_factory=dict)  # by service name; never printed
-    locked_build: dict | None = None  # the rig's rigs.lock build entry (cuda, cuda_architectures, key), if locked
+@dataclass(frozen=True)
+class Deployment:
+    """What one rig's deploy installs: the resolved rig and its release."""
+
+    rig: ResolvedRig
+    release: Release
+
+    @property
+    def doc(self) -> dict:
+        return self.rig.doc
 
 
 def inventory_file() -> str | None:
@@ -54,52 +56,47 @@ def inventory_file() -> str | None:
 
 def read_lock() -> tuple[Path | None, dict | None]:
     """(the lock's path, its entries) when the inventory has a rigs.lock; LLAMARIG_LOCK names another file."""
-    named = os.environ.get("LLAMARIG_LOCK")
-    inventory = inventory_file()
-    path = Path(named) if named else lock.lock_path(inventory) if inventory else None
+    path = lock.lock_for(inventory_file())
     if path is None:
         return None, None
     return path, lock.read(path)
 
 
-def _locked(name: str, doc: dict, entry: dict | None, path: Path, problems: list) -> bool:
-    """Whether the rig's lock entry covers its data; each gap is a problem naming the key."""
-    if entry is None:
-        problems.append(Problem(name, "rigs.lock", str(path), "an entry for this rig (run `llamarig lock` to add it)"))
-        return False
-    missing = lock.uncovered(entry, doc)
-    for miss in missing:
-        problems.append(Problem(name, miss.key, miss.value, f"what {path.name} was locked from, {miss.locked!r} "
-                                                            f"(run `llamarig lock --update` to lock the new data)"))
-    return not missing
+def rig_build_facts(target, doc: dict):
+    """(RigFacts, None) from the rig's nvcc and compute capability, or (None, why they decide nothing)."""
+    nvcc = target.get_fact(NvccPath) if doc["gpus"] else None
+    caps = [g["compute_cap"] for g in (target.get_fact(GpuState) or [])] if nvcc else []
+    return facts_from_rig(doc, nvcc, caps)
 
 
-def _units_match_lock(name: str, doc: dict, models: dict, entry: dict, path: Path, problems: list) -> None:
-    key = entry["build"]["key"]
-    plan = build_plan(doc, entry["build"]["commit"], cuda=entry["build"]["cuda"], archs=entry["build"]["cuda_architectures"])
-    if plan["key"] != key:
-        problems.append(Problem(name, "build_cmake_options", doc["build_cmake_options"],
-                                f"the build {path.name} locked, {key} (run `llamarig lock --update`)"))
-        return
-    units = rig_units(name, doc, models, layout.prefix_dir(doc["build_root"], key))
-    for unit in sorted(set(units) | set(entry["units"])):
-        if unit not in units or lock.unit_digest(units[unit]) != entry["units"].get(unit):
-            what = "no longer declared" if unit not in units else "rendered differently" if unit in entry["units"] \
-                else "not in the lock"
-            problems.append(Problem(name, "services", unit, f"the units {path.name} locked ({unit} is {what}; "
-                                                            f"run `llamarig lock` to lock the change)"))
+def deployment(name: str, doc: dict, lookups, locks, lock_file, target) -> tuple[Deployment | None, list[Problem]]:
+    use = LockUse(lock_file, locks.get(name)) if locks is not None else None
+    rig, problems = resolve_rig(name, doc, lookups, use)
+    if rig is None:
+        return None, problems
+    seen, why = rig_build_facts(target, doc) if target is not None else (None, None)
+    if why:
+        return None, [Problem(name, "build_cuda_architectures", doc["build_cuda_architectures"], why)]
+    if rig.frozen is not None:
+        release = make_release(rig, facts_from_lock(rig.frozen))
+        problems = lock_problems(rig, release, seen)
+    else:
+        release = make_release(rig, seen) if seen is not None else None
+    if problems or release is None:
+        return None, problems
+    return Deployment(rig, release), []
 
 
-_plans: dict[int, dict[str, RigPlan] | None] = {}
+_deployments: dict[int, dict[str, Deployment] | None] = {}
 # pyinfra loads deploy.py for every host at once (gevent greenlets, threading is patched):
-# one of them plans all hosts, the others wait for it.
+# one of them prepares all hosts, the others wait for it.
 _lock = threading.Lock()
 
 
-def _plan_all() -> dict[str, RigPlan]:
+def _prepare_all() -> dict[str, Deployment]:
     hosts = list(state.inventory)
     docs, problems = validate_all([(h.name, h.data.dict()) for h in hosts])
-    plans: dict[str, RigPlan] = {}
+    out: dict[str, Deployment] = {}
     try:
         lock_file, locks = read_lock()
     except lock.LockError as exc:
@@ -107,77 +104,49 @@ def _plan_all() -> dict[str, RigPlan]:
         raise SystemExit(2) from None
     if locks is not None:
         click.echo(f"--> llamarig: frozen by {lock_file}: locked commits, revisions and files only", err=True)
+    lookups = real_lookups()
     if not problems:
-        for name, doc in docs.items():
-            if not state.is_host_in_limit(state.inventory.get_host(name)):
+        for h in hosts:
+            if not state.is_host_in_limit(h) or h not in state.active_hosts:
+                continue  # outside --limit, or unreachable (pyinfra reports it)
+            found, issues = deployment(h.name, docs[h.name], lookups, locks, lock_file, h)
+            problems += issues
+            if found is None:
                 continue
-            entry = locks.get(name) if locks is not None else None
-            if locks is not None:
-                if not _locked(name, doc, entry, lock_file, problems):
-                    continue
-                commit = entry["build"]["commit"]
-            else:
-                try:
-                    commit = resolve_ref(doc["build_git_url"], doc["build_ref"])
-                except GitRefError as exc:
-                    problems.append(Problem(name, "build_ref", doc["build_ref"], f"a ref of {doc['build_git_url']} ({exc})"))
-                    continue
-            models = {}
-            try:
-                token = hub_token(doc)
-            except SecretError as exc:
-                problems.append(Problem(name, "hub_token_file" if doc["hub_token_file"] else "hub_token_env",
-                                        doc["hub_token_file"] or doc["hub_token_env"], f"a readable Hub token ({exc})"))
-                continue
-            keys = {}
-            for i, svc in enumerate(doc["services"]):
-                try:
-                    key = api_key(svc)
-                except SecretError as exc:
-                    which = "api_key_file" if svc["api_key_file"] else "api_key_env"
-                    problems.append(Problem(name, f"services[{i}].{which}", svc[which], f"a readable API key ({exc})"))
-                    continue
-                if key:
-                    keys[svc["name"]] = key
-            used = {svc["model"] for svc in doc["services"]}
-            for model_name in sorted(used):
-                if entry is not None:
-                    models[model_name] = lock.resolved_model(entry, model_name, doc["hub_endpoint"])
-                    continue
-                try:
-                    models[model_name] = resolve_model(model_name, doc["models"][model_name], doc["hub_endpoint"], token)
-                except HubError as exc:
-                    problems.append(Problem(name, f"models.{model_name}", doc["models"][model_name]["repo"],
-                                            f"a model the Hub serves ({exc})"))
-            if any(m not in models for m in used):
-                continue
-            doc, placed, placement_issues = planned_doc(name, doc, lambda m: models[m])
-            problems += placement_issues
-            for sp in placed.values():
-                if sp.auto and sp.plan.fits:
-                    click.echo(f"--> llamarig: {name}: {sp.name}: planned " + " ".join(sp.plan.placement_args()), err=True)
-            if entry is not None and not placement_issues:
-                _units_match_lock(name, doc, models, entry, lock_file, problems)
-            plans[name] = RigPlan(doc, models, commit, token, keys, entry["build"] if entry else None)
+            out[h.name] = found
+            for sp in found.rig.placements.values():
+                if sp.auto:
+                    args = found.release.units[layout.unit_name(sp.name)].argv
+                    click.echo(f"--> llamarig: {h.name}: {sp.name}: planned " + " ".join(_placement_words(args)),
+                               err=True)
     if problems:
         click.echo(format_problems(problems), err=True)
         click.echo(f"--> llamarig: {len(problems)} problem(s) in the host data; no host was changed", err=True)
         # SystemExit, not an exception: pyinfra prints a traceback for errors raised in deploy code.
         raise SystemExit(2)
-    return plans
+    return out
 
 
-def rig_plan() -> RigPlan:
-    """The validated, resolved plan of the current host (all hosts are checked on first use)."""
+def _placement_words(argv) -> list[str]:
+    """The placement flags and their values in a service's argv, as the unit carries them."""
+    words, keep = [], {"--n-gpu-layers", "--tensor-split", "--override-tensor", "--fit"}
+    for i, word in enumerate(argv):
+        if word in keep and i + 1 < len(argv):
+            words += [word, argv[i + 1]]
+    return words
+
+
+def current() -> Deployment:
+    """The current host's deployment (every host is prepared on first use)."""
     key = id(state)
     with _lock:
-        if key not in _plans:
+        if key not in _deployments:
             try:
-                _plans[key] = _plan_all()
+                _deployments[key] = _prepare_all()
             except SystemExit:
-                _plans[key] = None
+                _deployments[key] = None
                 raise
-    plans = _plans[key]
-    if plans is None:  # another host's call already reported the problems
+    found = _deployments[key]
+    if found is None:  # another host's call already reported the problems
         raise SystemExit(2)
-    return plans[host.name]
+    return found[host.name]

@@ -1,7 +1,8 @@
-"""Render each service's systemd unit, install it, and (re)start it only when its unit, binary or model changed."""
+"""Install each service's unit from the release, and (re)start it only when its unit, binary, key or model changed."""
 
 from __future__ import annotations
 
+import json
 import shlex
 from io import StringIO
 
@@ -12,12 +13,10 @@ from pyinfra.operations.util import any_changed
 
 from llamarig import layout
 from llamarig.forks.helpflags import accepted_flags, unknown_flags
-from llamarig.release.unit import POWER_UNIT, rig_units, service_argv
+from llamarig.release.unit import POWER_UNIT
 
-from .models import secret_file
+from .root_files import secret_file
 from .util import executing, fail_command
-
-UNIT_DIR = "/etc/systemd/system"
 
 
 class LlamarigUnits(FactBase):
@@ -28,7 +27,7 @@ class LlamarigUnits(FactBase):
         return []
 
     def command(self):
-        return f"ls {UNIT_DIR} | grep -E '^llamarig-.*\\.service$' || true"
+        return f"ls {shlex.quote(layout.UNIT_DIR)} | grep -E '^llamarig-.*\\.service$' || true"
 
     def process(self, output):
         return sorted(line.strip() for line in output if line.strip() and line.strip() != POWER_UNIT)
@@ -70,51 +69,55 @@ def server_unit(unit: str, text: str, argv: list, fork: str, binary: str):
     Install a llama-server unit, once the build it runs has shown it accepts every flag.
 
     + unit: the unit's file name
-    + text: the rendered unit
+    + text: the unit, from the release
     + argv: the llama-server arguments in it (extra arguments included)
-    + fork: llama.cpp or ik_llama.cpp (ik's --help leaves flags out; see llamarig/helpflags.py)
+    + fork: llama.cpp or ik_llama.cpp (ik's --help leaves flags out; see llamarig/forks/helpflags.py)
     + binary: the llama-server of the build the unit will run
 
     While executing, reads ``binary --help``; a flag it does not list fails the host with the
     flags named, and the installed unit (and the running service) stay as they were.
+
+    **Example:**
+
+    .. code:: python
+
+        server_unit(name="Unit", unit="llamarig-glm.service", text=u.text, argv=list(u.argv),
+                    fork="llama.cpp", binary=u.binary)
     """
     if executing():
         help_text = host.get_fact(ServerHelp, binary=binary)
         if not help_text.strip():
             yield fail_command(f"{unit}: {binary} is missing or prints no --help; the unit was left as it was")
             return
-        unknown = unknown_flags(argv, accepted_flags(fork, help_text))
+        unknown = unknown_flags(list(argv), accepted_flags(fork, help_text))
         if unknown:
             yield fail_command(f"{unit}: this build's llama-server does not accept {', '.join(unknown)} "
                                f"({binary} --help); the unit and the running service were left as they were")
             return
-    yield from files.put._inner(src=StringIO(text), dest=f"{UNIT_DIR}/{unit}", mode="644")
+    yield from files.put._inner(src=StringIO(text), dest=layout.unit_path(unit), mode="644")
 
 
 @deploy("Services")
-def apply(rig, built, model_ops=None):
-    doc = rig.doc
+def apply(deployment, built, model_ops=None):
+    doc, rig, release = deployment.doc, deployment.rig, deployment.release
     model_ops = model_ops or {}
-    build_ops = built.ops if built else ()
     server.user(name=f"Service user {doc['service_user']}", user=doc["service_user"], system=True,
-                home="/var/lib/llamarig", shell="/usr/sbin/nologin", create_home=False)
-    prefix = built.prefix if built else None
-    units = rig_units(host.name, doc, rig.models, prefix)
+                home=layout.STATE_DIR, shell="/usr/sbin/nologin", create_home=False)
 
-    # Units of services no longer declared are stopped and removed.
-    stale = [u for u in host.get_fact(LlamarigUnits) if u not in units]
+    # Units of services no longer declared are stopped and removed, with what the deploy kept of them.
     removed = []
-    for unit in stale:
+    for unit in [u for u in host.get_fact(LlamarigUnits) if u not in release.units]:
         systemd.service(name=f"Stop {unit} (no longer declared)", service=unit, running=False, enabled=False)
-        removed.append(files.file(name=f"Remove {unit}", path=f"{UNIT_DIR}/{unit}", present=False))
+        removed.append(files.file(name=f"Remove {unit}", path=layout.unit_path(unit), present=False))
         files.file(name=f"Forget the known-good {unit}", path=layout.known_good_record(unit), present=False)
+        files.file(name=f"Forget the check of {unit}", path=layout.expectation_file(unit), present=False)
 
     # API keys: root-only files systemd hands to the server (LoadCredential=); stale ones removed.
     keys = {}
     for svc in doc["services"]:
-        path = layout.api_key_file(svc["name"])
         key = rig.api_keys.get(svc["name"])
         if key:
+            path = layout.api_key_file(svc["name"])
             keys[svc["name"]] = secret_file(name=f"API key of {svc['name']} ({path}, root only)", path=path,
                                             secret=key + "\n")
     for path in host.get_fact(CredentialFiles, directory=layout.CREDENTIALS_DIR):
@@ -122,16 +125,17 @@ def apply(rig, built, model_ops=None):
             files.file(name=f"Remove {path} (no longer declared)", path=path, present=False)
 
     put = {}
-    for svc in doc["services"]:
-        unit = layout.unit_name(svc["name"])
-        model = rig.models[svc["model"]]
-        argv = service_argv(doc, svc, model.file, model.commit)
-        put[unit] = server_unit(name=f"Unit {unit}", unit=unit, text=units[unit], argv=argv, fork=doc["build_fork"],
-                                binary=layout.server_binary(doc["build_root"], doc["build_fork"], prefix))
+    files.directory(name="Live check expectations", path=layout.EXPECT_DIR, present=True)
+    for name, u in release.units.items():
+        put[name] = server_unit(name=f"Unit {name}", unit=name, text=u.text, argv=list(u.argv),
+                                fork=doc["build_fork"], binary=u.binary)
+        files.put(name=f"Live check of {name}", src=StringIO(json.dumps(u.expect, indent=1, sort_keys=True) + "\n"),
+                  dest=layout.expectation_file(name), mode="644")
     every = [*put.values(), *removed]
     if every:
         systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*every))
 
+    build_ops = built.ops if built else ()
     for svc in doc["services"]:
         unit = layout.unit_name(svc["name"])
         triggers = [put[unit], *build_ops]
@@ -144,4 +148,4 @@ def apply(rig, built, model_ops=None):
                      commands=[f"systemctl reset-failed {unit} 2>/dev/null || true; systemctl restart {unit}"],
                      _if=any_changed(*triggers))
         systemd.service(name=f"Run {unit}", service=unit, running=True, enabled=True)
-    return units
+    return release.units

@@ -1,45 +1,38 @@
-"""After every deploy, check each service live: healthy, running the declared context, answering.
+"""After every deploy, check each service live with the rig's checker; record what answers, roll back what does not.
 
-The check only reads. It runs while pyinfra executes (never in --dry), yields no
+The check only reads. It runs while pyinfra executes (never in --dry) and yields no
 command when the service is good and already recorded, so a deploy that changed
-nothing still reports no change. A unit that answers is recorded as known good
-(its text and URL, root-only under /var/lib/llamarig/known-good). A unit that
-does not answer fails the host with its journal tail, and is rolled back: the
-recorded unit, which names its own build and model revision, is put back,
-restarted and checked, so yesterday's service keeps answering.
+nothing still reports no change. The checker (``rig_programs/llamarig-check.py``,
+the same one ``llamarig verify`` sends) reads the expectation the deploy wrote
+beside the unit: healthy, the declared context, model file, alias, slots and
+sampling, and one completion with tokens. A unit that answers is recorded as
+known good (its text and expectation, root-only under /var/lib/llamarig/known-good).
+A unit that does not answer fails the host with its journal tail, and is rolled
+back: the recorded unit, which names its own build and model revision, is put
+back, restarted and checked, so yesterday's service keeps answering.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 
 import click
 from pyinfra import host, logger
 from pyinfra.api import FactBase, StringCommand, deploy, operation
-from pyinfra.operations import files
 
-from llamarig import layout
-from llamarig.release.unit import has_api_key
+from llamarig import layout, programs
 
-from .models import secret_file
+from . import rig_programs
+from .root_files import secret_file
 from .util import executing, quote_all
-
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 class ServiceCheck(FactBase):
-    """The verdict of llamarig-verify.py for one service (a dict)."""
+    """The verdict of llamarig-check.py for one service (a dict), waiting for it to start."""
 
-    def command(self, script, unit, url, ctx, prompt, max_tokens, timeout, key_file=None):
-        words = ["python3", script, "--unit", unit, "--url", url, "--prompt", prompt,
-                 "--max-tokens", max_tokens, "--timeout", timeout]
-        if key_file:
-            words += ["--api-key-file", key_file]
-        if ctx is not None:
-            words += ["--ctx", ctx]
-        return " ".join(shlex.quote(str(w)) for w in words)
+    def command(self, script, expect_file):
+        return quote_all(["python3", script, "--expect", expect_file, "--wait", "--inference", "--journal"])
 
     def process(self, output):
         text = "\n".join(output).strip()
@@ -49,55 +42,50 @@ class ServiceCheck(FactBase):
             return {"ok": False, "error": f"the check printed no verdict: {text[-500:]}"}
 
 
-def known_good(unit: str, text: str, url: str, key_file: str | None) -> dict:
-    return {"unit": unit, "text": text, "url": url, "api_key_file": key_file}
+def known_good(unit: str, text: str, expect: dict) -> str:
+    """The record a rollback restores: the unit's text, and what its check must find."""
+    return json.dumps({"unit": unit, "text": text, "expect": expect}, indent=1, sort_keys=True) + "\n"
 
 
 @operation()
-def service_answers(service: dict, unit_text: str, script: str, prompt: str, max_tokens: int, timeout: int):
+def service_answers(unit: str, unit_text: str, expect: dict, script: str):
     """
     Check one service live; record a unit that answers, roll back one that does not.
 
-    + service: the validated service
+    + unit: the unit's file name
     + unit_text: the unit installed for it (recorded as known good once it answers)
-    + script: path of the installed llamarig-verify.py
-    + prompt, max_tokens: the check completion
-    + timeout: seconds to wait for /health
+    + expect: what its check must find (the release's expectation, installed at ``layout.expectation_file``)
+    + script: path of the installed llamarig-check.py
 
     A healthy service already recorded yields nothing. A failing one yields a command that
     prints the failure and the journal tail, puts back the last unit that answered (if any),
     restarts and checks it, and fails the host.
+
+    **Example:**
+
+    .. code:: python
+
+        service_answers(name="Verify", unit="llamarig-glm.service", unit_text=u.text, expect=u.expect,
+                        script="/opt/llamarig/libexec/llamarig-check.py")
     """
     if not executing():
         return
-    unit = layout.unit_name(service["name"])
-    url = layout.service_url(service)
-    key_file = layout.api_key_file(service["name"]) if has_api_key(service) else None
-    verdict = host.get_fact(ServiceCheck, script=script, unit=unit, url=url, ctx=service["ctx_size"], prompt=prompt,
-                            max_tokens=max_tokens, timeout=timeout, key_file=key_file)
+    verdict = host.get_fact(ServiceCheck, script=script, expect_file=layout.expectation_file(unit))
     record = layout.known_good_record(unit)
     if verdict.get("ok"):
         logger.info(f"{host.print_prefix}{click.style(unit, bold=True)} [live] healthy, n_ctx "
                     f"{verdict.get('live_n_ctx')} x {verdict.get('live_slots')} slot(s); answer: {verdict.get('answer')!r}")
         # root-only like a secret: the unit names its API key's credential file
-        yield from secret_file._inner(path=record, secret=json.dumps(known_good(unit, unit_text, url, key_file),
-                                                                      indent=1, sort_keys=True) + "\n")
+        yield from secret_file._inner(path=record, secret=known_good(unit, unit_text, expect))
         return
-    journal = verdict.get("journal", "")
-    message = f"llamarig: {unit}: {verdict.get('error')}\n--- journalctl -u {unit} (last lines)\n{journal}"
-    words = ["python3", script, "--rollback", record, "--unit", unit, "--url", url, "--prompt", prompt,
-             "--max-tokens", max_tokens, "--timeout", timeout]
+    message = (f"llamarig: {unit}: {verdict.get('error')}\n--- journalctl -u {unit} (last lines)\n"
+               f"{verdict.get('journal', '')}")
+    words = ["python3", script, "--rollback", record, "--unit-dir", layout.UNIT_DIR]
     yield StringCommand(f"echo {shlex.quote(message)} >&2; {quote_all(words)}; exit 1")
 
 
 @deploy("Verify")
-def apply(rig, units: dict[str, str]):
-    doc = rig.doc
-    script = layout.libexec(doc["build_root"], "llamarig-verify.py")
-    files.directory(name="llamarig directories", path=str(Path(script).parent), present=True)
-    files.put(name="Verify script", src=str(TEMPLATES / "llamarig-verify.py"), dest=script, mode="755")
-    for svc in doc["services"]:
-        unit = layout.unit_name(svc["name"])
-        service_answers(name=f"Verify {unit}", service=svc, unit_text=units[unit], script=script,
-                        prompt=doc["verify_prompt"], max_tokens=doc["verify_max_tokens"],
-                        timeout=doc["verify_timeout_s"])
+def apply(deployment, units):
+    script = rig_programs.install(deployment.doc, programs.CHECK)
+    for name, u in units.items():
+        service_answers(name=f"Verify {name}", unit=name, unit_text=u.text, expect=u.expect, script=script)

@@ -1,7 +1,8 @@
 """The ``llamarig`` command: offline checks and previews of an inventory.
 
 No rig is contacted. ``check`` validates every host; ``render`` prints the
-unit each service would get. Errors are printed, never raised.
+unit each service gets (exactly, under rigs.lock; else a labelled preview);
+``plan`` plans a placement for a model or a service. Errors are printed, never raised.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ import shlex
 import sys
 
 from llamarig import layout
-from llamarig.lookups.hub import HubError, resolve_model
-from llamarig.lookups.secrets import SecretError, hub_token
+from llamarig.lookups.secrets import SecretError
 from llamarig.hostdata.inventory import InventoryError, load_inventory
 from llamarig.commands import lock as lockcli
-from llamarig.release import placements as rigplan
+from llamarig.commands.releases import ReleaseError, read_locks, release_of
+from llamarig.release.flags import server_args
+from llamarig.release.placements import checkable
 from llamarig.planner.gguf import GgufError, read_model
 from llamarig.planner.memory import GiB, MiB, Settings
 from llamarig.planner.plan import describe, plan
 from llamarig.hostdata.schema import CACHE_TYPES, _cache_type as _coerce_cache
-from llamarig.release.unit import render_unit, service_argv
 from llamarig.hostdata.validate import format_problems, validate_all
 
 
@@ -41,16 +42,6 @@ def cmd_check(args) -> int:
     return 0
 
 
-def model_file_for(doc: dict, model_name: str) -> tuple[str, str]:
-    """(the GGUF passed to --model, the revision naming its directory), asking the Hub only when the
-    data leaves the file unset; a declared file keeps the declared revision (resolved at deploy)."""
-    model = doc["models"][model_name]
-    if model["file"]:
-        return model["file"], model["revision"]
-    resolved = resolve_model(model_name, model, doc["hub_endpoint"], hub_token(doc))
-    return resolved.file, resolved.commit
-
-
 def cmd_render(args) -> int:
     docs, problems = _load(args.inventory)
     if problems:
@@ -62,26 +53,28 @@ def cmd_render(args) -> int:
         print(f"llamarig: no host {unknown[0]} in {args.inventory} (hosts: {', '.join(docs)})", file=sys.stderr)
         return 1
     shown = 0
-    for host in hosts:
-        doc = docs[host]
-        token = hub_token(doc)
-        doc, _plans, issues = rigplan.planned_doc(
-            host, doc, lambda name, d=doc: resolve_model(name, d["models"][name], d["hub_endpoint"], token),
-            check_explicit=False)
-        if issues:
-            print(format_problems(issues), file=sys.stderr)
-            return 1
-        for service in doc["services"]:
-            if args.service and service["name"] != args.service:
-                continue
-            try:
-                text = render_unit(host, doc, service, *model_file_for(doc, service["model"]))
-            except HubError as exc:
-                print(f"llamarig: {host}: services {service['name']}: {exc}", file=sys.stderr)
+    try:
+        locks = read_locks(args.inventory)
+        for host in hosts:
+            found = release_of(host, docs[host], locks)
+            missing = sorted(name for name, m in found.rig.models.items() if not m.file)
+            if missing:
+                print(f"llamarig: {host}: models.{missing[0]}.file is unset and the Hub could not say which GGUF "
+                      f"to run ({'; '.join(found.release.preview)}); declare it or make the Hub reachable",
+                      file=sys.stderr)
                 return 1
-            print(f"# --- {host}: /etc/systemd/system/{layout.unit_name(service['name'])}")
-            print(text)
-            shown += 1
+            for u in found.release.units.values():
+                if args.service and u.service != args.service:
+                    continue
+                how = (f"exactly what a deploy installs ({u.digest}, as rigs.lock records)" if found.exact else
+                       "PREVIEW, not byte for byte what a deploy installs: " + "; ".join(found.release.preview)
+                       + "; `llamarig lock` makes it exact")
+                print(f"# --- {host}: {u.path}: {how}")
+                print(u.text)
+                shown += 1
+    except ReleaseError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     if shown == 0:
         print("llamarig: no service matches", file=sys.stderr)
         return 1
@@ -127,13 +120,14 @@ def cmd_plan(args) -> int:
         return 2
     s = Settings(fork=args.fork, ctx=args.ctx or model.n_ctx_train, parallel=args.parallel,
                  cache_k=args.cache_type_k or args.cache_type, cache_v=args.cache_type_v or args.cache_type,
-                 ubatch=args.ubatch, flash_attn=not args.no_flash_attn)
+                 ubatch=args.ubatch or 512, flash_attn=not args.no_flash_attn)
     ram = int(args.ram * GiB) if args.ram else None
     p = plan(model, args.gpus, ram, s, args.margin_mib * MiB)
-    out = ["--ctx-size", str(s.ctx), "--cache-type-k", s.cache_k, "--cache-type-v", s.cache_v]
-    if args.parallel:
-        out += ["--parallel", str(args.parallel)]
-    return _print_plan(p, out + p.placement_args(), args.json)
+    # The service these settings declare, rendered by the same function as every unit's flags.
+    service = {"ctx_size": s.ctx, "cache_type_k": s.cache_k, "cache_type_v": s.cache_v, "parallel": args.parallel,
+               "ubatch_size": args.ubatch, "flash_attn": "off" if args.no_flash_attn else None}
+    argv = server_args(service, args.target, args.fork, p.flags)
+    return _print_plan(p, argv[2:], args.json)  # without --model: the file is the command's argument
 
 
 def _plan_inventory(args) -> int:
@@ -150,19 +144,17 @@ def _plan_inventory(args) -> int:
         print(f"llamarig plan: --service names one of {', '.join(names)} on {args.host}", file=sys.stderr)
         return 2
     service = next(s for s in doc["services"] if s["name"] == args.service)
-    if not rigplan.checkable(doc, service):
+    if not checkable(doc, service):
         print(f"llamarig plan: {args.host}: {args.service} leaves its placement to llama.cpp "
               f"(split mode {service['split_mode']}, or no placement flag and --fit on)", file=sys.stderr)
         return 2
-    token = hub_token(doc)
     try:
-        models = rigplan.rig_models(doc, lambda name: resolve_model(name, doc["models"][name], doc["hub_endpoint"], token))
-    except (HubError, GgufError) as exc:
-        print(f"llamarig plan: {args.host}: {exc}", file=sys.stderr)
+        found = release_of(args.host, doc, read_locks(args.target), check_explicit=True)
+    except ReleaseError as exc:
+        print(f"llamarig plan: {exc}", file=sys.stderr)
         return 2
-    sp = rigplan.plan_rig(doc, models)[args.service]
-    svc = sp.service_with_flags(service, doc["build_fork"])
-    return _print_plan(sp.plan, service_argv(doc, svc, *model_file_for(doc, svc["model"])), args.json)
+    unit = found.release.units[layout.unit_name(args.service)]
+    return _print_plan(found.rig.placements[args.service].plan, list(unit.argv), args.json)
 
 
 def cmd_verify(args) -> int:
@@ -191,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--cache-type-k", type=_cache_type)
     pl.add_argument("--cache-type-v", type=_cache_type)
     pl.add_argument("--parallel", type=int, help="server slots (--parallel)")
-    pl.add_argument("--ubatch", type=int, default=512)
+    pl.add_argument("--ubatch", type=int, help="--ubatch-size (default: the fork's, 512)")
     pl.add_argument("--no-flash-attn", action="store_true")
     pl.add_argument("--fork", default="llama.cpp", choices=["llama.cpp", "ik_llama.cpp"])
     pl.add_argument("--revision", help="Hub revision of an hf: model")

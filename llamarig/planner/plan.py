@@ -50,29 +50,11 @@ class Plan:
     fork: str = "llama.cpp"
     notes: list[str] = field(default_factory=list)
 
-    def placement_args(self) -> list[str]:
-        return placement_args(self.flags, self.fork)
-
     def to_json(self, args: list[str]) -> dict:
         return {"fits": self.fits, "reason": self.reason,
                 "devices": [asdict(d) for d in self.devices],
                 "host": {"weights": self.host["weights"], "total": self.host["total"]},
                 "args": args}
-
-
-def placement_args(flags: Flags, fork: str) -> list[str]:
-    args = ["--n-gpu-layers", str(flags.n_gpu_layers)]
-    if flags.tensor_split and flags.n_devices > 1:
-        args += ["--tensor-split", ",".join(_num(x) for x in flags.tensor_split)]
-    for pattern, dev in flags.overrides:
-        args += ["--override-tensor", f"{pattern}={dev}"]
-    if fork == "llama.cpp":
-        args += ["--fit", "off"]  # the plan is the placement; llama.cpp's start-up fit must not redo it
-    return args
-
-
-def _num(x) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
 
 
 def gib(n: int | float) -> str:

@@ -1,7 +1,10 @@
-"""Turn one validated service into llama-server's argument list.
+"""Turn one validated service, and the placement planned for it, into llama-server's argument list.
 
 Every typed service key maps to exactly one flag here, in one table, so the
-place a flag is computed is this file. Free-form ``extra_args`` come last.
+place a flag is computed is this file: units, the lock, ``llamarig plan`` and
+``llamarig render`` all print what ``server_args`` returns. A planned placement
+(``placement: auto``) is passed beside the declared service, never written into
+it, and takes the place of the placement keys. Free-form ``extra_args`` come last.
 """
 
 from __future__ import annotations
@@ -81,8 +84,25 @@ SAMPLING_FLAGS: list[tuple[str, str]] = [
 ]
 
 
-def server_args(service: dict, model_path: str, fork: str = "llama.cpp") -> list[str]:
-    """llama-server arguments of a validated service for ``fork`` (no program name)."""
+def placement_values(flags, fork: str) -> dict:
+    """The service keys a planned placement (``llamarig.planner.placement.Flags``) stands for."""
+    return {
+        "n_gpu_layers": flags.n_gpu_layers,
+        "tensor_split": list(flags.tensor_split) if flags.tensor_split and flags.n_devices > 1 else None,
+        "tensor_overrides": [list(p) for p in flags.overrides],
+        "n_cpu_moe": None, "cpu_moe": None,
+        # the plan is the placement: llama.cpp's start-up fit must not redo it
+        "fit": False if fork == "llama.cpp" else None,
+    }
+
+
+def server_args(service: dict, model_path: str, fork: str = "llama.cpp", placement=None) -> list[str]:
+    """llama-server arguments of a validated service for ``fork`` (no program name).
+
+    ``placement``: the planned placement (``Flags``) of a ``placement: auto`` service, or None.
+    """
+    if placement is not None:
+        service = {**service, **placement_values(placement, fork)}
     args = ["--model", model_path]
     for key, flag, fmt in VALUE_FLAGS:
         value = service.get(key)

@@ -36,6 +36,14 @@ def lock_path(inventory: str | os.PathLike) -> Path:
     return Path(inventory).resolve().parent / LOCK_NAME
 
 
+def lock_for(inventory: str | os.PathLike | None) -> Path | None:
+    """The lock a run on ``inventory`` honours: ``$LLAMARIG_LOCK`` when set, else the inventory's own."""
+    named = os.environ.get("LLAMARIG_LOCK")
+    if named:
+        return Path(named)
+    return lock_path(inventory) if inventory else None
+
+
 def unit_digest(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 

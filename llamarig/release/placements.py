@@ -47,19 +47,13 @@ def checkable(doc: dict, service: dict) -> bool:
 @dataclass
 class ServicePlan:
     name: str
-    auto: bool
+    auto: bool  # planned by llamarig (placement: auto); else the declared placement, checked
     plan: Plan
 
-    def service_with_flags(self, service: dict, fork: str) -> dict:
-        """The service with the planned placement keys filled in (auto services)."""
-        if not self.auto:
-            return service
-        f = self.plan.flags
-        out = dict(service, n_gpu_layers=f.n_gpu_layers, tensor_split=f.tensor_split,
-                   tensor_overrides=[list(p) for p in f.overrides])
-        if fork == "llama.cpp":
-            out["fit"] = False
-        return out
+    @property
+    def placement(self):
+        """The flags a unit runs with instead of the declared placement keys (auto services), or None."""
+        return self.plan.flags if self.auto else None
 
 
 def plan_rig(doc: dict, models: dict[str, ModelInfo]) -> dict[str, ServicePlan]:
@@ -104,41 +98,8 @@ def placement_problems(host: str, doc: dict, plans: dict[str, ServicePlan]) -> l
     return problems
 
 
-def read_headers(doc: dict, resolved) -> ModelInfo:
-    """The GGUF headers of a resolved model (llamarig.hub.ResolvedModel), by range requests, cached."""
-    from llamarig.planner.gguf import read_hub_model
-    from llamarig.lookups.secrets import hub_token
-    return read_hub_model(resolved.repo, resolved.file, resolved.commit, doc["hub_endpoint"],
-                          hub_token(doc))
-
-
-def rig_models(doc: dict, resolve) -> dict[str, ModelInfo]:
-    """Headers of the models the rig's checkable services use; `resolve(name)` gives a ResolvedModel."""
-    names = sorted({s["model"] for s in doc["services"] if checkable(doc, s)})
-    return {name: read_headers(doc, resolve(name)) for name in names}
-
-
-def planned_doc(host: str, doc: dict, resolve, check_explicit: bool = True) -> tuple[dict, dict[str, ServicePlan], list]:
-    """The rig's data with every `placement: auto` service's planned flags filled in, the plans,
-    and the problems (a placement that does not fit; a model whose headers cannot be read).
-
-    With `check_explicit` false (`llamarig render`), a rig without `auto` services reads no header."""
-    from llamarig.planner.gguf import GgufError
-    from llamarig.lookups.hub import HubError
-    from llamarig.hostdata.validate import Problem
-
-    if not any(checkable(doc, s) for s in doc["services"]):
-        return doc, {}, []
-    if not check_explicit and not any(s.get("placement") == "auto" for s in doc["services"]):
-        return doc, {}, []
-    try:
-        models = rig_models(doc, resolve)
-    except (HubError, GgufError) as exc:
-        return doc, {}, [Problem(host, "services", "placement", f"model headers the planner can read ({exc})")]
-    plans = plan_rig(doc, models)
-    services = [plans[s["name"]].service_with_flags(s, doc["build_fork"]) if s["name"] in plans else s
-                for s in doc["services"]]
-    problems = placement_problems(host, doc, plans)
-    if not check_explicit:
-        problems = [p for p in problems if p.path.endswith(".placement")]
-    return dict(doc, services=services), plans, problems
+def headers_needed(doc: dict, check_explicit: bool = True) -> list[str]:
+    """The models whose headers the rig's placements need (auto services; with ``check_explicit``, the
+    checkable hand-written ones too)."""
+    return sorted({s["model"] for s in doc["services"]
+                   if (s.get("placement") == "auto") or (check_explicit and checkable(doc, s))})

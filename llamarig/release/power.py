@@ -53,6 +53,12 @@ def power_changes(declared: list[dict], gpus: list[dict], limits: dict[int, floa
     return commands, []
 
 
+def declared_limits(doc: dict) -> dict[int, float]:
+    """Watts by GPU index: ``power_limits_w`` per GPU over ``power_limit_w`` for all; GPUs with neither left out."""
+    limits = {i: doc["power_limits_w"].get(i, doc["power_limit_w"]) for i in range(len(doc["gpus"]))}
+    return {i: float(w) for i, w in limits.items() if w is not None}
+
+
 def boot_commands(limits: dict[int, float], persistence: bool, n_gpus: int) -> list[str]:
     """ExecStart= lines of the boot-time unit: every declared setting, unconditionally, GPU by GPU."""
     commands = []

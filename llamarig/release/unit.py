@@ -1,7 +1,7 @@
 """Render the systemd unit of a service: quoting, environment, the template.
 
-Flags are computed in ``flags.py``; this module only turns them into a unit
-file. Templates get finished, quoted strings (pyinfra renders with
+Flags are computed in ``flags.py`` and assembled with the binary in
+``assemble.py``; this module only turns them into a unit file. Templates get finished, quoted strings (pyinfra renders with
 StrictUndefined, and so do we).
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 
 from llamarig import layout
-from llamarig.release.flags import server_args
+from llamarig.hostdata.validate import service_gpus
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 _SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
@@ -70,8 +70,6 @@ def environment_lines(env: dict[str, str]) -> list[str]:
 
 
 def service_environment(doc: dict, service: dict) -> dict[str, str]:
-    from llamarig.hostdata.validate import service_gpus
-
     env: dict[str, str] = {}
     if doc["gpus"]:
         gpus = service_gpus(doc, service)
@@ -110,60 +108,30 @@ def has_api_key(service: dict) -> bool:
     return bool(service.get("api_key_env") or service.get("api_key_file"))
 
 
-def service_argv(doc: dict, service: dict, model_file: str, revision: str | None = None) -> list[str]:
-    """llama-server's arguments for ``service`` (no program name).
-
-    ``model_file`` is relative to the model's repository and ``revision`` is the resolved commit
-    (offline, without one, the declared revision names the directory).
-    """
-    revision = revision or doc["models"][service["model"]]["revision"]
-    path = layout.model_path(doc["models_dir"], service["model"], revision, model_file)
-    args = server_args(service, path, doc["build_fork"])
-    if has_api_key(service):
-        args += ["--api-key-file", API_KEY_ARG]
-    return args
-
-
 def _exec_word(word: str) -> str:
     return word if word == API_KEY_ARG else systemd_quote(word)
 
 
-def render_unit(host: str, doc: dict, service: dict, model_file: str, revision: str | None = None,
-                prefix: str | None = None) -> str:
-    """The unit text of ``service`` on rig ``host``.
+def render_unit(host: str, doc: dict, service: dict, model, binary: str, argv: list[str]) -> str:
+    """The unit text of ``service`` on rig ``host``, running ``binary`` with ``argv``.
 
-    ``model_file`` is relative to the model's repository, ``revision`` its resolved commit and
-    ``prefix`` the build's install prefix. At deploy both are known, so a unit names exactly the
-    binary and model files it runs: restoring an earlier unit file restores all of it (the rollback).
+    ``model`` is the service's resolved model (``llamarig.lookups.hub.ResolvedModel``). The release
+    (``llamarig/release/assemble.py``) passes the build's own prefix and the model's revision
+    directory, so a unit names exactly what it runs: restoring an earlier unit file restores all of it.
     """
-    model = dict(doc["models"][service["model"]], name=service["model"], commit=revision)
-    binary = layout.server_binary(doc["build_root"], doc["build_fork"], prefix)
-    args = service_argv(doc, service, model_file, revision)
-    exec_start = " ".join(_exec_word(w) for w in [binary, *args])
+    declared = doc["models"][service["model"]]
+    shown = dict(name=service["model"], repo=declared["repo"], revision=declared["revision"], commit=model.commit)
+    exec_start = " ".join(_exec_word(w) for w in [binary, *argv])
+    gpus = service_gpus(doc, service)
     return _env().get_template("llama-server.service.j2").render(
         host=host,
         service=service,
-        model=model,
+        model=shown,
         user=doc["service_user"],
         environment=environment_lines(service_environment(doc, service)),
         exec_start=exec_start,
         models_dir=doc["models_dir"],
         power_unit=POWER_UNIT if doc["gpus"] else None,
-        gpu=bool(doc["gpus"]) and bool(service_gpus_of(doc, service)),
+        gpu=bool(doc["gpus"]) and bool(gpus),
         credential=f"{API_KEY_CREDENTIAL}:{layout.api_key_file(service['name'])}" if has_api_key(service) else None,
     )
-
-
-def service_gpus_of(doc: dict, service: dict) -> list[int]:
-    from llamarig.hostdata.validate import service_gpus
-    return service_gpus(doc, service)
-
-
-def rig_units(host: str, doc: dict, models: dict, prefix: str | None) -> dict[str, str]:
-    """Unit file name -> text for every service of a rig (``models``: name -> ResolvedModel); the one
-    rendering the deploy installs, the lock digests and the preflight compares."""
-    return {
-        layout.unit_name(svc["name"]): render_unit(host, doc, svc, models[svc["model"]].file,
-                                                   models[svc["model"]].commit, prefix)
-        for svc in doc["services"]
-    }
