@@ -21,3 +21,37 @@ def rig(**overrides) -> dict:
     })
     data.update(copy.deepcopy(overrides))
     return data
+
+
+COMMIT = "abcdefabcdef0123456789abcdef0123456789ab"
+MODEL_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def resolved_rig(host: str, doc: dict, files: dict | None = None, commit: str = COMMIT,
+                 model_commit: str = MODEL_COMMIT, placements: dict | None = None):
+    """A ResolvedRig made by hand (no lookups): every used model at ``model_commit``, its declared file or
+    ``files[name]``."""
+    from llamarig.lookups.hub import ResolvedModel
+    from llamarig.release.resolve import ResolvedRig
+
+    files = files or {}
+    models = {}
+    for name in sorted({s["model"] for s in doc["services"]}):
+        m = doc["models"][name]
+        models[name] = ResolvedModel(m["repo"], m["revision"], model_commit, [], m["file"] or files[name],
+                                     doc["hub_endpoint"])
+    return ResolvedRig(host, doc, commit, models, placements or {})
+
+
+def release_of(host: str, doc: dict, facts=None, **kwargs):
+    """The release of a hand-resolved rig (a CPU build unless ``facts`` say otherwise)."""
+    from llamarig.release.assemble import RigFacts, make_release
+
+    return make_release(resolved_rig(host, doc, **kwargs), facts or RigFacts(False))
+
+
+def unit_text(host: str, doc: dict, service_name: str | None = None, **kwargs) -> str:
+    """The text of one service's unit (the first service's by default) in its release."""
+    release = release_of(host, doc, **kwargs)
+    name = service_name or doc["services"][0]["name"]
+    return release.units[f"llamarig-{name}.service"].text

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from llamarig.hostdata.inventory import load_inventory
-from llamarig.release.unit import render_unit
 from llamarig.hostdata.validate import validate_all, validate_host
-from tests.unit.helpers import rig
+from tests.unit.helpers import rig, unit_text
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 1.5
@@ -39,17 +38,17 @@ def example_units():
         assert not problems
         for host, doc in docs.items():
             for svc in doc["services"]:
-                file = doc["models"][svc["model"]]["file"] or "model-00001-of-00002.gguf"
-                out.append((f"{host}-{svc['name']}", doc, svc, file))
+                out.append((f"{host}-{svc['name']}", doc, svc))
     return out
 
 
 UNITS = example_units()
 
 
-@pytest.mark.parametrize("label, doc, svc, file", UNITS, ids=[u[0] for u in UNITS])
-def test_example_gpu_units_are_hardened(tmp_path, label, doc, svc, file):
-    text = render_unit(label, doc, svc, file)
+@pytest.mark.parametrize("label, doc, svc", UNITS, ids=[u[0] for u in UNITS])
+def test_example_gpu_units_are_hardened(tmp_path, label, doc, svc):
+    files = {name: "model-00001-of-00002.gguf" for name in doc["models"]}
+    text = unit_text(label, doc, svc["name"], files=files)
     assert "DevicePolicy=closed" in text and "DeviceAllow=char-nvidiactl rw" in text
     assert "PrivateDevices=no" in text
     score = exposure(tmp_path, f"llamarig-{svc['name']}.service", text)
@@ -59,7 +58,7 @@ def test_example_gpu_units_are_hardened(tmp_path, label, doc, svc, file):
 def test_cpu_rig_unit_has_private_devices_and_is_hardened(tmp_path):
     doc, errs = validate_host("cpu", rig(gpus=[]))
     assert not errs
-    text = render_unit("cpu", doc, doc["services"][0], "gemma-00001-of-00003.gguf")
+    text = unit_text("cpu", doc)
     assert "PrivateDevices=yes" in text and "DeviceAllow" not in text and "CUDA_CACHE_PATH" not in text
     assert exposure(tmp_path, "llamarig-chat.service", text) <= LIMIT
 
@@ -71,7 +70,7 @@ def test_api_key_reaches_the_unit_only_as_a_credential(tmp_path, monkeypatch):
     data["services"][0]["api_key_env"] = "CHAT_KEY"
     doc, errs = validate_host("r1", data)
     assert not errs
-    text = render_unit("r1", doc, doc["services"][0], "gemma-00001-of-00003.gguf")
+    text = unit_text("r1", doc)
     assert canary not in text
     assert "LoadCredential=api-key:/etc/llamarig/credentials/chat.api-key" in text
     assert re.search(r"^ExecStart=.* --api-key-file %d/api-key$", text, re.M)

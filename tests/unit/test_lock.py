@@ -162,7 +162,7 @@ def test_llamarig_lock_writes_keeps_and_updates(tmp_path):
         before = (inv.parent / "rigs.lock").read_text()
         inv.write_text(inv.read_text().replace("'master'", "'no-such-branch'"))
         r = lock_cli("--update")
-        assert r.returncode == 1 and "cpu1: build_ref 'no-such-branch'" in r.stderr and "Traceback" not in r.stderr
+        assert r.returncode == 1 and "cpu1: build_ref = 'no-such-branch': expected a ref of" in r.stderr and "Traceback" not in r.stderr
         assert (inv.parent / "rigs.lock").read_text() == before
 
 
@@ -171,8 +171,11 @@ def test_a_gpu_rig_is_asked_for_nvcc_and_its_cards_compute_capability(monkeypatc
     import contextlib
 
     from llamarig.commands import lock as lockcli
+    from llamarig.lookups import rigfacts
+    from llamarig.release.assemble import RigFacts
 
-    answers = {lockcli.NVCC_LOOKUP: (0, "/usr/local/cuda/bin/nvcc\n", ""), lockcli.COMPUTE_CAPS: (0, "8.6\n8.6\n8.9\n", "")}
+    answers = {rigfacts.NVCC_LOOKUP: (0, "/usr/local/cuda/bin/nvcc\n", ""),
+               rigfacts.COMPUTE_CAPS: (0, "8.6\n8.6\n8.9\n", "")}
     asked = []
 
     @contextlib.contextmanager
@@ -180,14 +183,14 @@ def test_a_gpu_rig_is_asked_for_nvcc_and_its_cards_compute_capability(monkeypatc
         asked.append(host)
         yield lambda command, timeout=30: answers[command]
 
-    monkeypatch.setattr(lockcli, "ssh_rig", fake_ssh)
+    monkeypatch.setattr(rigfacts, "ssh_rig", fake_ssh)
     doc = validate_host("r1", rig())[0]
-    assert lockcli.rig_gpu_build("r1", doc, {}) == (True, ["86", "89"]) and asked == ["r1"]
+    assert lockcli.build_facts("r1", doc, {}) == RigFacts(True, ("86", "89")) and asked == ["r1"]
     doc["build_cuda_architectures"] = [86]
-    assert lockcli.rig_gpu_build("r1", doc, {}) == (True, ["86"])
-    answers[lockcli.NVCC_LOOKUP] = (0, "", "")
-    assert lockcli.rig_gpu_build("r1", doc, {}) == (False, [])  # no nvcc: a CPU build, as the deploy would do
-    assert lockcli.rig_gpu_build("r1", validate_host("r1", rig(gpus=[]))[0], {}) == (False, [])
+    assert lockcli.build_facts("r1", doc, {}) == RigFacts(True, ("86",))
+    answers[rigfacts.NVCC_LOOKUP] = (0, "", "")
+    assert lockcli.build_facts("r1", doc, {}) == RigFacts(False)  # no nvcc: a CPU build, as the deploy would do
+    assert lockcli.build_facts("r1", validate_host("r1", rig(gpus=[]))[0], {}) == RigFacts(False)
     assert asked == ["r1"] * 3  # a rig without GPUs is not asked
 
     @contextlib.contextmanager
@@ -195,6 +198,6 @@ def test_a_gpu_rig_is_asked_for_nvcc_and_its_cards_compute_capability(monkeypatc
         raise OSError("Connection refused")
         yield
 
-    monkeypatch.setattr(lockcli, "ssh_rig", unreachable)
+    monkeypatch.setattr(rigfacts, "ssh_rig", unreachable)
     with pytest.raises(lockcli.ResolveError, match="r1: could not reach the rig .* OSError: Connection refused"):
-        lockcli.rig_gpu_build("r1", doc, {})
+        lockcli.build_facts("r1", doc, {})

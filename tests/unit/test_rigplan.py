@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from llamarig.release import placements as rigplan
+from llamarig.release.flags import server_args
 from llamarig.planner.gguf import read_model
 from llamarig.hostdata.validate import validate_host
 from testbed import synth
@@ -64,9 +65,13 @@ def test_auto_service_gets_planned_flags(glm):
     plans = rigplan.plan_rig(doc, {"glm": glm})
     sp = plans["glm"]
     assert sp.auto and sp.plan.fits
-    s = sp.service_with_flags(doc["services"][0], doc["build_fork"])
-    assert s["n_gpu_layers"] == 94 and len(s["tensor_split"]) == 4 and s["fit"] is False
-    assert s["tensor_overrides"][-1] == [r"\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU"]
+    assert doc["services"][0]["n_gpu_layers"] is None  # the plan is kept beside the declared service
+    argv = server_args(doc["services"][0], "m.gguf", doc["build_fork"], sp.placement)
+    assert argv[argv.index("--n-gpu-layers") + 1] == "94"
+    assert len(argv[argv.index("--tensor-split") + 1].split(",")) == 4
+    assert argv[argv.index("--fit") + 1] == "off"
+    ots = [argv[i + 1] for i, a in enumerate(argv) if a == "--override-tensor"]
+    assert ots[-1] == r"\.ffn_(up|down|gate|gate_up)_(ch|)exps=CPU"
 
 
 def test_hand_placement_that_does_not_fit_is_refused_with_numbers(glm):

@@ -80,7 +80,7 @@ def rendered():
     units, current = {}, None
     for line in out.splitlines():
         if line.startswith("# --- "):
-            host, _, path = line[6:].partition(": ")
+            host, path = line[6:].split(": ")[:2]
             current = (host, Path(path).stem.removeprefix("llamarig-"))
             units[current] = []
         elif current:
@@ -94,7 +94,7 @@ def test_seed_command_is_reproduced_flag_for_flag(rendered, key):
     lines = rendered[(host, service)]
     exec_start = next(line for line in lines if line.startswith("ExecStart="))[len("ExecStart="):]
     argv = systemd_split(exec_start)
-    assert argv[0].endswith(f"/{fork}/bin/llama-server")
+    assert argv[0].startswith(f"/opt/llamarig/builds/{fork}-") and argv[0].endswith("/bin/llama-server")
     ours = pairs(argv[1:], fork)
     seed_argv = shlex.split(" ".join(SEEDS[key].split()))
     theirs = pairs(seed_argv[1:], fork)

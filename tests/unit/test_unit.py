@@ -1,8 +1,8 @@
 from llamarig.layout import pick_model_file, split_siblings
-from llamarig.release.unit import render_unit, systemd_quote
+from llamarig.release.unit import systemd_quote
 from llamarig.hostdata.validate import validate_host
 
-from .helpers import rig
+from .helpers import COMMIT, MODEL_COMMIT, release_of, rig, unit_text
 
 
 def doc_with(**service):
@@ -25,31 +25,42 @@ def test_systemd_quoting():
     assert systemd_quote("X=$1", dollar=False) == '"X=$1"'
 
 
-def test_offline_a_unit_runs_the_stable_binary_and_the_declared_revision():
-    doc = doc_with(ctx_size=4096, tensor_split=[1, 1])
-    text = render_unit("garage", doc, doc["services"][0], "gemma-00001-of-00003.gguf")
-    assert exec_start(text) == ("ExecStart=/opt/llamarig/llama.cpp/bin/llama-server --model "
-                                "/var/lib/llamarig/models/gemma/main/gemma-00001-of-00003.gguf --port 8000 "
-                                "--ctx-size 4096 --tensor-split 1,1")
-
-
-def test_a_deployed_unit_names_its_build_prefix_and_model_commit():
+def test_a_unit_names_its_build_prefix_and_model_commit():
     """What a rollback restores is the unit file alone, so it must name exactly what it runs."""
-    doc = doc_with(ctx_size=4096)
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    prefix = "/opt/llamarig/builds/llama.cpp-abcdefabcdef-0011223344"
-    text = render_unit("garage", doc, doc["services"][0], "Q4/g-00001-of-00002.gguf", commit, prefix)
+    from llamarig.release.assemble import RigFacts
+
+    doc = doc_with(ctx_size=4096, tensor_split=[1, 1])
+    doc["models"]["gemma"]["file"] = "Q4/g-00001-of-00002.gguf"
+    release = release_of("garage", doc, RigFacts(True, ("86",)))
+    prefix = release.build["prefix"]
+    assert prefix.startswith(f"/opt/llamarig/builds/llama.cpp-{COMMIT[:12]}-")
+    text = release.units["llamarig-chat.service"].text
     assert exec_start(text) == (f"ExecStart={prefix}/bin/llama-server --model "
-                                "/var/lib/llamarig/models/gemma/0123456789ab/Q4/g-00001-of-00002.gguf --port 8000 "
-                                "--ctx-size 4096")
-    assert f"@ main, commit {commit})" in text.splitlines()[1]
-    other = render_unit("garage", doc, doc["services"][0], "Q4/g-00001-of-00002.gguf", "f" * 40, prefix)
-    assert other != text  # a new revision is a new unit: the restart follows from the unit alone
+                                f"/var/lib/llamarig/models/gemma/{MODEL_COMMIT[:12]}/Q4/g-00001-of-00002.gguf "
+                                "--port 8000 --ctx-size 4096 --tensor-split 1,1")
+    assert f"@ main, commit {MODEL_COMMIT})" in text.splitlines()[1]
+    other = release_of("garage", doc, RigFacts(True, ("86",)), model_commit="f" * 40)
+    assert other.units["llamarig-chat.service"].text != text  # a new revision is a new unit: it restarts
+    cpu = release_of("garage", doc, RigFacts(False))
+    assert cpu.build["prefix"] != prefix and cpu.build["prefix"] in cpu.units["llamarig-chat.service"].text
+
+
+def test_the_release_argv_is_the_unit_exec_start_and_the_expectation_names_the_model():
+    from llamarig.release.unit import systemd_split
+
+    doc = doc_with(ctx_size=4096, parallel=2, alias="g", sampling={"temp": 0.6},
+                   extra_args=["--alias", "other"], tensor_overrides=[["blk\\.1\\.", "CPU"]])
+    u = release_of("garage", doc).units["llamarig-chat.service"]
+    assert systemd_split(exec_start(u.text)[len("ExecStart="):]) == [u.binary, *u.argv]
+    assert u.expect["props"] == {"n_ctx": 4096, "total_slots": 2, "sampling": {"temp": 0.6},
+                                 "model_path": f"/var/lib/llamarig/models/gemma/{MODEL_COMMIT[:12]}/"
+                                               "gemma-00001-of-00003.gguf"}  # alias: extra_args win
+    assert u.expect["url"] == "http://127.0.0.1:8000" and u.expect["unit"] == "llamarig-chat.service"
 
 
 def test_unit_environment_and_hardening():
     doc = doc_with(gpus=[1], environment={"GGML_X": "a b"})
-    text = render_unit("garage", doc, doc["services"][0], "m.gguf")
+    text = unit_text("garage", doc)
     lines = text.splitlines()
     assert "Environment=CUDA_DEVICE_ORDER=PCI_BUS_ID" in lines
     assert "Environment=CUDA_VISIBLE_DEVICES=1" in lines
@@ -62,7 +73,7 @@ def test_unit_environment_and_hardening():
 def test_cpu_rig_unit_has_no_cuda_environment():
     doc, problems = validate_host("cpu", rig(gpus=[], services=[{"name": "c", "model": "gemma", "port": 1}]))
     assert problems == []
-    assert "CUDA_VISIBLE_DEVICES" not in render_unit("cpu", doc, doc["services"][0], "m.gguf")
+    assert "CUDA_VISIBLE_DEVICES" not in unit_text("cpu", doc)
 
 
 def test_split_sets():
@@ -91,6 +102,6 @@ def test_power_boot_unit_sets_every_declared_setting():
 
 def test_gpu_services_start_after_the_power_unit():
     doc = doc_with()
-    lines = render_unit("garage", doc, doc["services"][0], "m.gguf").splitlines()
+    lines = unit_text("garage", doc).splitlines()
     assert "After=network-online.target llamarig-power.service" in lines
     assert "Wants=network-online.target llamarig-power.service" in lines
