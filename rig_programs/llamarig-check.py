@@ -268,7 +268,7 @@ class Checker:
     def run(self):
         try:
             key_file = self.expect["api_key_file"]
-            if False:
+            if key_file:
                 with open(key_file) as handle:
                     self.key = handle.readline().rstrip("\n")
             healthy = self.ready()

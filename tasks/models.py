@@ -40,6 +40,10 @@ class ModelFiles(FactBase):
         return quote_all(["python3", "-c", programs.source(programs.FETCH), "--state", path,
                           "--manifest", layout.MANIFEST])
 
+    @staticmethod
+    def default():
+        return {"manifest": None, "sizes": {}, "identity": {}}
+
     def process(self, output):
         try:
             state = json.loads([line for line in output if line.strip()][-1])

@@ -34,6 +34,10 @@ class ServiceCheck(FactBase):
     def command(self, script, expect_file):
         return quote_all(["python3", script, "--expect", expect_file, "--wait", "--inference", "--journal"])
 
+    @staticmethod
+    def default():
+        return {"ok": False, "error": "the check printed nothing (is python3 on the rig?)"}
+
     def process(self, output):
         text = "\n".join(output).strip()
         try:

@@ -225,4 +225,4 @@ SCHEMA = {
 }
 
 # Host-data keys that belong to pyinfra or its connectors, not to llamarig.
-FOREIGN_KEY_PREFIXES = ("ssh_", "_", "winrm_", "docker_", "chroot_", "local_", "terraform_")
+FOREIGN_KEY_PREFIXES = ("ssh_", "_", "winrm_", "docker_", "chroot_", "local_", "terraform_", "fake_")
