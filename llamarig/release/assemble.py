@@ -109,7 +109,8 @@ class Release:
 def service_argv(rig: ResolvedRig, service: dict) -> list[str]:
     doc = rig.doc
     model = rig.models[service["model"]]
-    path = layout.model_path(doc["models_dir"], service["model"], model.commit, model.file)
+    # a preview that could not ask the Hub which GGUF to run names none (``render`` refuses to print it)
+    path = layout.model_path(doc["models_dir"], service["model"], model.commit, model.file or "UNRESOLVED.gguf")
     args = server_args(service, path, doc["build_fork"], rig.placement(service["name"]))
     if has_api_key(service):
         args += ["--api-key-file", API_KEY_ARG]

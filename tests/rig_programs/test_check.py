@@ -14,61 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.rig_programs.fakeserver import MODEL_PATH, FakeLlamaServer, completion, ik_props, llama_props
-from tests.rig_programs.helpers import env_with_path, program, stand_in
+from tests.rig_programs.helpers import Rig, program
 
 SCRIPT = program("llamarig-check.py")
 UNIT = "llamarig-chat.service"
 CANARY = "CANARY-d41d8cd98f00b204e9800998ecf8427e"
-
-SYSTEMCTL = """#!/bin/sh
-printf '%s\\n' "$*" >> "$FAKE_RIG/systemctl.log"
-case "$1" in
-    show) cat "$FAKE_RIG/state" ;;
-    restart) printf 'active\\nrunning\\n' > "$FAKE_RIG/state" ;;
-esac
-exit 0
-"""
-JOURNALCTL = """#!/bin/sh
-printf '%s\\n' "$*" >> "$FAKE_RIG/journalctl.log"
-cat "$FAKE_RIG/journal"
-"""
-SYSTEMD_ANALYZE = """#!/bin/sh
-printf '%s\\n' "$*" >> "$FAKE_RIG/systemd-analyze.log"
-cat "$FAKE_RIG/security"
-"""
-SECURITY = """  NAME                          DESCRIPTION                                  EXPOSURE
-✓ PrivateNetwork=               Service has no access to the host's network       0.5
-✗ RootDirectory=/RootImage=     Service runs within the host's root directory     0.1
-
-→ Overall exposure level for llamarig-chat.service: 4.2 OK 🙂
-"""
-
-
-class Rig:
-    """The stand-in commands' answers (files under dir) and what they were asked."""
-
-    def __init__(self, root: Path):
-        self.dir = root
-        for name, text in (("systemctl", SYSTEMCTL), ("journalctl", JOURNALCTL), ("systemd-analyze", SYSTEMD_ANALYZE)):
-            stand_in(root / "bin", name, text)
-        self.state("active", "running")
-        self.journal("llama-server: model loaded\n")
-        (root / "security").write_text(SECURITY)
-        self.env = env_with_path(root / "bin", FAKE_RIG=str(root))
-
-    def state(self, active: str, sub: str) -> None:
-        (self.dir / "state").write_text(f"{active}\n{sub}\n")
-
-    def journal(self, text: str) -> None:
-        (self.dir / "journal").write_text(text)
-
-    def security(self, text: str) -> None:
-        (self.dir / "security").write_text(text)
-
-    def log(self, name="systemctl") -> list[str]:
-        path = self.dir / f"{name}.log"
-        return path.read_text().splitlines() if path.exists() else []
-
 
 @pytest.fixture
 def rig(tmp_path):
