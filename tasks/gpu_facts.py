@@ -29,7 +29,7 @@ class GpuState(FactBase):
         gpus = []
         for line in output:
             f = [part.strip() for part in line.split(",")]
-            if not line.strip() or len(f) < 9:
+            if not line.strip() or len(f) < 9 or not f[0].isdigit():
                 continue
             gpus.append({
                 "index": int(f[0]), "name": f[1], "memory_mib": _num(f[2]), "compute_cap": f[3],

@@ -49,6 +49,8 @@ class ModelFiles(FactBase):
             state = json.loads([line for line in output if line.strip()][-1])
         except (ValueError, IndexError):
             state = {}
+        if not isinstance(state, dict):
+            state = {}
         return {"manifest": state.get("manifest"), "sizes": state.get("sizes") or {},
                 "identity": state.get("identity") or {}}
 

@@ -73,6 +73,7 @@ def service_answers(unit: str, unit_text: str, expect: dict, script: str):
                         script="/opt/llamarig/libexec/llamarig-check.py")
     """
     if not executing():
+        host.noop(f"{unit} is checked live while the deploy executes")
         return
     verdict = host.get_fact(ServiceCheck, script=script, expect_file=layout.expectation_file(unit))
     record = layout.known_good_record(unit)
@@ -82,7 +83,7 @@ def service_answers(unit: str, unit_text: str, expect: dict, script: str):
         # root-only like a secret: the unit names its API key's credential file
         yield from secret_file._inner(path=record, secret=known_good(unit, unit_text, expect))
         return
-    message = (f"llamarig: {unit}: {verdict.get('error')}\n--- journalctl -u {unit} (last lines)\n"
+    message = (f"llamarig: {unit}: {verdict.get('error') or 'the check failed'}\n--- journalctl -u {unit} (last lines)\n"
                f"{verdict.get('journal', '')}")
     words = ["python3", script, "--rollback", record, "--unit-dir", layout.UNIT_DIR]
     yield StringCommand(f"echo {shlex.quote(message)} >&2; {quote_all(words)}; exit 1")

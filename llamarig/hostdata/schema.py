@@ -18,7 +18,7 @@ from llamarig.forks.options import FORKS as _FORKS
 from llamarig.forks.options import SPLIT_MODES as _FORK_SPLIT_MODES
 
 FORKS = list(_FORKS)
-# Every fork's values; validate.py checks the rig's own fork (llamarig/forks.py).
+# Every fork's values; validate.py checks the rig's own fork (llamarig/forks/options.py).
 CACHE_TYPES = sorted({t for types in _FORK_CACHE_TYPES.values() for t in types})
 SPLIT_MODES = sorted({m for modes in _FORK_SPLIT_MODES.values() for m in modes})
 _CACHE_CANON = {t.lower(): t for t in CACHE_TYPES}
@@ -108,7 +108,7 @@ SERVICE_SCHEMA = {
                                          "list from the model's headers, the rig's GPUs and `ram_gib` (see `llamarig plan`); "
                                          "null: the placement keys given here, checked against the same memory model", "auto")}),
     "n_cpu_moe": _nullable({"type": "integer", "default": None, "min": 0,
-                            "meta": _doc("`--n-cpu-moe N`: experts of N layers on the CPU (which layers differs by fork: see llamarig/forks.py)", 72)}),
+                            "meta": _doc("`--n-cpu-moe N`: experts of N layers on the CPU (which layers differs by fork: see llamarig/forks/options.py)", 72)}),
     "cpu_moe": _nullable({"type": "boolean", "default": None, "meta": _doc("true: `--cpu-moe`, every expert on the CPU", True)}),
     "n_predict": _nullable({"type": "integer", "default": None, "min": -2, "meta": _doc("`--n-predict`", -1)}),
     "reasoning": _nullable({"type": "string", "default": None, "allowed": ["on", "off", "auto"],

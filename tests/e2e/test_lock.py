@@ -48,6 +48,19 @@ def test_a_frozen_deploy_holds_still_while_the_hub_moves_and_refuses_what_the_lo
         assert run.returncode == 0, run.stderr[-4000:]
         assert "frozen by" in run.stderr and changed_ops(run) == {}  # the lock is what the rigs already run
 
+        # `llamarig render` prints, byte for byte, the unit each rig has installed (and the lock's digest).
+        for name, units in ((r, e["units"]) for r, e in locked.items()):
+            if name not in ("rig1", "rig2"):
+                continue
+            for unit, digest in units.items():
+                service = unit.removeprefix("llamarig-").removesuffix(".service")
+                shown = subprocess.run([sys.executable, "-m", "llamarig", "render", str(bed.inventory), "--host", name,
+                                        "--service", service], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                assert shown.returncode == 0, shown.stderr[-2000:]
+                header, _, text = shown.stdout.partition("\n")
+                assert f"exactly what a deploy installs ({digest}" in header, header
+                assert text[:-1] == bed.unit_text(name, service), (name, unit)
+
         # The Hub's main moves on (a new commit, same weights): the frozen deploy does not follow.
         commit_before = bed.hub.commit_of(GEMMA_REPO, "main")
         populate_hub(bed.hub.root, note="a README edit upstream")
