@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyinfra.api import FactBase
 
-from llamarig.release.build import NVCC_LOOKUP
+from llamarig.lookups.rigfacts import NVCC_LOOKUP
 
 QUERY = ("index,name,memory.total,compute_cap,power.limit,power.default_limit,"
          "power.min_limit,power.max_limit,persistence_mode")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -25,22 +24,10 @@ from pyinfra import host, state
 from llamarig import layout
 from llamarig.hostdata.validate import Problem, format_problems, validate_all
 from llamarig.release import lock
-from llamarig.release.assemble import Release, facts_from_lock, facts_from_rig, lock_problems, make_release
-from llamarig.release.resolve import LockUse, ResolvedRig, real_lookups, resolve_rig
+from llamarig.release.assemble import Deployment, facts_from_lock, facts_from_rig, lock_problems, make_release
+from llamarig.release.resolve import LockUse, real_lookups, resolve_rig
 
 from .gpu_facts import GpuState, NvccPath
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """What one rig's deploy installs: the resolved rig and its release."""
-
-    rig: ResolvedRig
-    release: Release
-
-    @property
-    def doc(self) -> dict:
-        return self.rig.doc
 
 
 def inventory_file() -> str | None:

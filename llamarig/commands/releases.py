@@ -9,25 +9,13 @@ up (a ref, a revision) keeps its declared name; the preview lists both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from llamarig.release import lock
-from llamarig.release.assemble import Release, assumed_facts, facts_from_lock, lock_problems, make_release
-from llamarig.release.resolve import LockUse, ResolvedRig, real_lookups, resolve_rig
+from llamarig.release.assemble import Deployment, assumed_facts, facts_from_lock, lock_problems, make_release
+from llamarig.release.resolve import LockUse, real_lookups, resolve_rig
 
 
 class ReleaseError(Exception):
     """The problems that stop a rig's release, already worded (one line each)."""
-
-
-@dataclass(frozen=True)
-class Shown:
-    rig: ResolvedRig
-    release: Release
-
-    @property
-    def exact(self) -> bool:
-        return not self.release.preview
 
 
 def read_locks(inventory: str) -> tuple[object, dict | None]:
@@ -39,7 +27,7 @@ def read_locks(inventory: str) -> tuple[object, dict | None]:
 
 
 def release_of(host: str, doc: dict, locks: tuple[object, dict | None], lookups=None,
-               check_explicit: bool = False) -> Shown:
+               check_explicit: bool = False) -> Deployment:
     path, entries = locks
     lookups = lookups or real_lookups()
     use = LockUse(path, entries.get(host)) if entries is not None else None
@@ -51,7 +39,7 @@ def release_of(host: str, doc: dict, locks: tuple[object, dict | None], lookups=
         problems = lock_problems(rig, release)
         if problems:
             raise ReleaseError("\n".join(map(str, problems)))
-        return Shown(rig, release)
+        return Deployment(rig, release)
     facts, assumed = assumed_facts(doc)
     notes = [f"no {lock.LOCK_NAME}: assumes {assumed}"]
-    return Shown(rig, make_release(rig, facts, notes))
+    return Deployment(rig, make_release(rig, facts, notes))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from llamarig.lookups.rigssh import ssh_rig
-from llamarig.release.build import NVCC_LOOKUP
-
+# How a rig's nvcc is found (prints its path, or nothing): the deploy's fact and `llamarig lock` both ask this.
+NVCC_LOOKUP = "command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true"
 COMPUTE_CAPS = "nvidia-smi --query-gpu=compute_cap --format=csv,noheader"
 
 

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 
 from llamarig import layout
-from llamarig.hostdata.validate import Problem, service_gpus
+from llamarig.hostdata.validate import Problem
 from llamarig.release import lock as lockfile
 from llamarig.release.build import build_plan, cuda_architectures
 from llamarig.release.expect import expectation
@@ -104,6 +104,23 @@ class Release:
 
     def unit_texts(self) -> dict[str, str]:
         return {name: u.text for name, u in self.units.items()}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A resolved rig and its release: what a deploy installs on it, or what a command shows of it."""
+
+    rig: ResolvedRig
+    release: Release
+
+    @property
+    def doc(self) -> dict:
+        return self.rig.doc
+
+    @property
+    def exact(self) -> bool:
+        """Whether this is byte for byte what a deploy installs (no assumption made, nothing left unresolved)."""
+        return not self.release.preview
 
 
 def service_argv(rig: ResolvedRig, service: dict) -> list[str]:

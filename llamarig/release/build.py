@@ -15,10 +15,6 @@ CCACHE_OPTIONS = ["-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LA
                   "-DCMAKE_CUDA_COMPILER_LAUNCHER=ccache"]
 
 
-# How a rig's nvcc is found (prints its path, or nothing): the build task's fact and `llamarig lock` both ask this.
-NVCC_LOOKUP = "command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true"
-
-
 def cuda_architectures(declared, compute_caps: list[str]) -> list[str]:
     """``declared`` (``auto`` or a list) as CMake architectures; ``auto`` reads nvidia-smi's compute_cap ("8.6" -> "86")."""
     if declared != "auto":
