@@ -24,6 +24,7 @@ from pyinfra import host, state
 from llamarig import layout
 from llamarig.hostdata.validate import Problem, format_problems, validate_all
 from llamarig.release import lock
+from llamarig.release.flags import placement_words
 from llamarig.release.assemble import Deployment, facts_from_lock, facts_from_rig, lock_problems, make_release
 from llamarig.release.resolve import LockUse, real_lookups, resolve_rig
 
@@ -104,7 +105,7 @@ def _prepare_all() -> dict[str, Deployment]:
             for sp in found.rig.placements.values():
                 if sp.auto:
                     args = found.release.units[layout.unit_name(sp.name)].argv
-                    click.echo(f"--> llamarig: {h.name}: {sp.name}: planned " + " ".join(_placement_words(args)),
+                    click.echo(f"--> llamarig: {h.name}: {sp.name}: planned " + " ".join(placement_words(args)),
                                err=True)
     if problems:
         click.echo(format_problems(problems), err=True)
@@ -112,15 +113,6 @@ def _prepare_all() -> dict[str, Deployment]:
         # SystemExit, not an exception: pyinfra prints a traceback for errors raised in deploy code.
         raise SystemExit(2)
     return out
-
-
-def _placement_words(argv) -> list[str]:
-    """The placement flags and their values in a service's argv, as the unit carries them."""
-    words, keep = [], {"--n-gpu-layers", "--tensor-split", "--override-tensor", "--fit"}
-    for i, word in enumerate(argv):
-        if word in keep and i + 1 < len(argv):
-            words += [word, argv[i + 1]]
-    return words
 
 
 def current() -> Deployment:

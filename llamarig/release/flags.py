@@ -141,3 +141,16 @@ def _is_number(word: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+PLACEMENT_FLAGS = ("--n-gpu-layers", "--tensor-split", "--override-tensor", "--n-cpu-moe", "--cpu-moe", "--fit")
+
+
+def placement_words(args: list[str]) -> list[str]:
+    """The placement flags, with their values, in an argument list from ``server_args`` (for a one-line summary)."""
+    words = []
+    for i, word in enumerate(args):
+        if word in PLACEMENT_FLAGS:
+            takes_value = word != "--cpu-moe" and i + 1 < len(args)
+            words += [word, args[i + 1]] if takes_value else [word]
+    return words

@@ -81,3 +81,21 @@ def test_ik_only_flags():
 
 def test_flag_names_skip_values_and_negative_numbers():
     assert flag_names(["--model", "/m", "--n-gpu-layers", "-1", "--fit=off"]) == ["--model", "--n-gpu-layers", "--fit"]
+
+
+def test_the_planned_placement_renders_in_place_of_the_declared_keys_and_summarises():
+    from llamarig.planner.placement import Flags
+    from llamarig.release.flags import placement_words
+
+    service = {"port": 8080, "ctx_size": 4096, "n_gpu_layers": 5, "tensor_split": [1, 1], "tensor_overrides": [],
+               "n_cpu_moe": 3, "extra_args": ["--threads", "4"]}
+    planned = Flags(2, 94, [3, 1], [("blk\\.1\\.ffn_.*_exps", "CUDA1"), ("exps", "CPU")])
+    args = server_args(service, "m.gguf", "llama.cpp", planned)
+    assert args == ["--model", "m.gguf", "--port", "8080", "--ctx-size", "4096", "--n-gpu-layers", "94",
+                    "--tensor-split", "3,1", "--override-tensor", "blk\\.1\\.ffn_.*_exps=CUDA1",
+                    "--override-tensor", "exps=CPU", "--fit", "off", "--threads", "4"]
+    assert service["n_gpu_layers"] == 5  # the declared service is left as declared
+    assert placement_words(args) == ["--n-gpu-layers", "94", "--tensor-split", "3,1", "--override-tensor",
+                                     "blk\\.1\\.ffn_.*_exps=CUDA1", "--override-tensor", "exps=CPU", "--fit", "off"]
+    one = server_args(service, "m.gguf", "ik_llama.cpp", Flags(1, 10, [1], []))
+    assert "--tensor-split" not in one and "--fit" not in one and "--n-cpu-moe" not in one

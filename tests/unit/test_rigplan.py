@@ -119,6 +119,7 @@ def test_render_and_plan_an_inventory_through_the_hub(tmp_path):
         env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
         r = subprocess.run([sys.executable, "-m", "llamarig", "render", str(inv)], capture_output=True, text=True, env=env)
         assert r.returncode == 0, r.stderr
+        rendered = r.stdout
         assert "--tensor-split" in r.stdout and "--override-tensor" in r.stdout and "--fit off" in r.stdout
         gets = len(hub.requests_for(".gguf", "GET"))
         assert gets >= 3  # every part's header, by range requests
@@ -127,4 +128,8 @@ def test_render_and_plan_an_inventory_through_the_hub(tmp_path):
         assert r.returncode == 0, r.stderr
         doc = json.loads(r.stdout)
         assert doc["fits"] and doc["args"][0] == "--model" and "--override-tensor" in doc["args"]
+        # one renderer: the plan's arguments are the unit's, word for word
+        from llamarig.release.unit import systemd_split
+        exec_start = next(line for line in rendered.splitlines() if line.startswith("ExecStart="))
+        assert systemd_split(exec_start[len("ExecStart="):])[1:] == doc["args"]
         assert len(hub.requests_for(".gguf", "GET")) == gets  # headers are cached per commit: no new request
