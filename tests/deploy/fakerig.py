@@ -2,7 +2,8 @@
 
 The inventory a test writes calls ``install()``, which makes every ``@fake`` host:
 - answer facts from the scenario (``$LLAMARIG_FAKE_RIG``, JSON): ``responses``, a list of
-  ``[substring, stdout]`` (or ``[substring, {"stdout": ..., "success": false}]``) tried in order,
+  ``[substring, stdout]`` (or ``[substring, {"stdout": ..., "success": false}]``) tried in order
+  (a third item names the one host it answers),
   then a small file system, ``files`` (path -> text, or ``{"link": target}``), which answers
   pyinfra's stat and hash facts and llamarig's sha256 fact;
 - record every command and upload, in order, as JSON lines in ``$LLAMARIG_FAKE_LOG``.
@@ -29,12 +30,13 @@ def _path(token: str) -> str:
     return shlex.split(token)[0]
 
 
-def answer(scenario: dict, command: str) -> tuple[bool, list[str]]:
-    """(success, stdout lines) of one command on the scenario's rig."""
+def answer(scenario: dict, command: str, host: str = "") -> tuple[bool, list[str]]:
+    """(success, stdout lines) of one command on the scenario's rig ``host`` (a response with a third item
+    answers that host only)."""
     if _EXIT.search(command):  # what sh would do with llamarig's failing commands (`...; exit 1`)
         return False, []
-    for needle, response in scenario.get("responses", []):
-        if needle in command:
+    for needle, response, *only in scenario.get("responses", []):
+        if needle in command and (not only or only[0] == host):
             if isinstance(response, dict):
                 return bool(response.get("success", True)), str(response.get("stdout", "")).splitlines()
             return True, str(response).splitlines()
@@ -82,7 +84,7 @@ def install() -> None:
     def run_shell_command(self, command, print_output=False, print_input=False, **arguments):
         text = command if isinstance(command, str) else command.get_raw_value()
         record({"host": self.host.name, "run": text})
-        ok, lines = answer(scenario, text)
+        ok, lines = answer(scenario, text, self.host.name)
         return ok, CommandOutput([OutputLine("stdout", line) for line in lines])
 
     def put_file(self, filename_or_io, remote_filename, remote_temp_filename=None, print_output=False,

@@ -218,3 +218,20 @@ def test_a_locked_rig_installs_the_unit_whose_digest_the_lock_holds(fake_rigs):
     run = fake_rigs.deploy()
     assert run.returncode == 0, run.output[-3000:]
     assert lock.unit_digest(run.puts()[UNIT]) == lock.read(path)["@fake/rig1"]["units"]["llamarig-chat.service"]
+
+
+def test_every_rig_is_prepared_with_its_own_facts_and_release(fake_rigs):
+    """One host's deploy code prepares all of them: each rig's nvcc and cards decide its own build."""
+    card = [{"model": "NVIDIA GeForce RTX 3090", "memory_gib": 24}]
+    fake_rigs.rigs[0][1]["gpus"] = card
+    fake_rigs.rigs.append(("@fake/rig2", dict(fake_rigs.rigs[0][1])))
+    fake_rigs.scenario["responses"] = [
+        ["command -v nvcc", "/usr/local/cuda/bin/nvcc", "@fake/rig2"],  # rig1 has no CUDA toolkit
+        ["nvidia-smi --query-gpu=index", "0, NVIDIA GeForce RTX 3090, 24576, 8.6, 350.00, 350.00, 100.00, 400.00, Enabled"],
+        ["--help 2>&1", HELP], ["llamarig-check.py --expect", CHECK_OK]]
+    run = fake_rigs.deploy()
+    assert run.returncode == 0, run.output[-3000:]
+    cpu_build = run.ran("llamarig-build.sh /opt", "@fake/rig1")
+    gpu_build = run.ran("llamarig-build.sh /opt", "@fake/rig2")
+    assert cpu_build and gpu_build and "-DGGML_CUDA=ON" in gpu_build[0] and "-DGGML_CUDA=ON" not in cpu_build[0]
+    assert run.puts("@fake/rig1")[UNIT] != run.puts("@fake/rig2")[UNIT]

@@ -72,7 +72,7 @@ def test_verify_reports_every_service_live_then_a_stopped_one_failed(bed):
         text = subprocess.run([sys.executable, "-m", "llamarig", "verify", str(bed.inventory), "--host", "rig2"],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert text.returncode == 1
-        assert "rig2 chat [live] FAILED unit: llamarig-chat.service inactive" in text.stdout, text.stdout
+        assert "rig2 chat [live] FAILED unit: llamarig-chat.service is inactive" in text.stdout, text.stdout
         assert "rig1" not in text.stdout
         print(text.stdout)
     finally:
