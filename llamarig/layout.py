@@ -79,6 +79,11 @@ MANIFEST = ".llamarig-manifest.json"
 BUILD_RECORD = ".llamarig-build.json"
 
 
+def service_home(service_name: str) -> str:
+    """HOME of a service's server (its StateDirectory=, llamarig/NAME under /var/lib)."""
+    return posixpath.join(STATE_DIR, service_name)
+
+
 def unit_path(unit: str) -> str:
     return posixpath.join(UNIT_DIR, unit)
 

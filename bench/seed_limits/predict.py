@@ -7,7 +7,7 @@ For each context N it writes
                          --cache-type q8_0 --json`` (llamarig's own plan: fits, reason, devices,
                          host, args), run as a subprocess exactly as a user would;
   OUTDIR/seed-N.json     the same table for the seed's hand-written flags (``-ngl 99
-                         -ot '\\.ffn_.*_exps.=CPU'``), from ``llamarig.plan.evaluate``: the check the
+                         -ot '\\.ffn_.*_exps.=CPU'``), from ``llamarig.planner.plan.evaluate``: the check the
                          planner applies to a service with hand-written placement flags (the CLI
                          reaches it only through an inventory, hence the API here).
 Both use the same Settings (q8_0 K and V, flash attention on, ubatch 512, automatic slots) and the

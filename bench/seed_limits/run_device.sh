@@ -121,7 +121,7 @@ main() {
     WARM_PIDS="$WARM_PIDS $!"
   done
 
-  phase "planner predictions (python -m llamarig plan ... --json; the seed's flags through llamarig.plan.evaluate)"
+  phase "planner predictions (python -m llamarig plan ... --json; the seed's flags through llamarig.planner.plan.evaluate)"
   t=$(date +%s)
   "$PY" "$HERE/predict.py" "$MODEL" "$OUT/pred" --ctx $CTXS --gpus 24 --ram 100 || echo "run_device: predict FAILED"
   took predict "$t"

@@ -4,12 +4,12 @@ For each rig: the fork's resolved commit, the CMake arguments and CUDA
 architectures that name its install prefix, each model's resolved revision with
 every file's size and sha256, and the digest of each rendered unit. TOML, one
 key per line, sorted: it diffs well and is meant to be committed. Written by
-``llamarig lock`` (``llamarig/lockcli.py``), honoured by every deploy
-(``tasks/preflight.py``): a locked rig builds the locked commit and fetches the
+``llamarig lock`` (``llamarig/commands/lock.py``), honoured by every deploy
+(``llamarig/release/resolve.py``, from ``tasks/preflight.py``): a locked rig builds the locked commit and fetches the
 locked files, and data the lock does not cover stops the run before any host is
 touched.
 
-Pure: no network, no pyinfra. Resolving is the caller's (``lockcli.py``).
+Pure: no network, no pyinfra. Resolving is the resolver's (``resolve.py``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Render the systemd unit of a service: quoting, environment, the template.
 
 Flags are computed in ``flags.py`` and assembled with the binary in
-``assemble.py``; this module only turns them into a unit file. Templates get finished, quoted strings (pyinfra renders with
+``assemble.py``; this module only turns them into a unit file. Templates get
+finished, quoted strings (pyinfra renders with
 StrictUndefined, and so do we).
 """
 
@@ -76,7 +77,7 @@ def service_environment(doc: dict, service: dict) -> dict[str, str]:
         # PCI bus order makes CUDA's device numbers match nvidia-smi's indices.
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpus) if gpus else "-1"
-    env["HOME"] = f"/var/lib/llamarig/{service['name']}"
+    env["HOME"] = layout.service_home(service["name"])
     env.update(service["environment"])
     return env
 
