@@ -357,6 +357,9 @@ def systemctl(*words):
         say(f"systemctl {' '.join(words)}: {type(exc).__name__}: {exc}")
 
 
+OLD_RECORD_TIMEOUT_S = 600
+
+
 def rollback(record_file, unit_dir):
     """Put back the last unit that answered, restart it and check it; always 1."""
     unit = os.path.basename(record_file)
@@ -371,6 +374,11 @@ def rollback(record_file, unit_dir):
         say(f"{record_file}: cannot read the record of the last {unit} that answered "
             f"({type(exc).__name__}: {exc}): it is left as it is")
         return 1
+    if isinstance(record, dict) and "expect" not in record and "url" in record:
+        # a record of the release before expectations: its unit and URL; only health and a completion checked
+        record["expect"] = {"unit": record.get("unit"), "url": record["url"],
+                            "api_key_file": record.get("api_key_file"), "timeout_s": OLD_RECORD_TIMEOUT_S,
+                            "prompt": "Reply with one short friendly sentence.", "max_tokens": 16, "props": {}}
     try:
         unit, text, expect = record["unit"], record["text"], record["expect"]
         if not unit or "/" in unit or unit in (".", ".."):

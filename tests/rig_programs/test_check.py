@@ -452,3 +452,14 @@ def test_rollback_reports_an_old_unit_that_does_not_answer_either(rig, tmp_path,
     assert "does not answer either" in r.stderr and "the completion produced no tokens" in r.stderr
     assert "answers again" not in r.stderr
     assert f"restart {UNIT}" in rig.log()
+
+
+def test_rollback_reads_a_record_of_the_release_before_expectations(rig, tmp_path, unit_dir, server):
+    """A rig deployed by the previous llamarig keeps {unit, text, url, api_key_file}: it still rolls back."""
+    rig.state("failed", "failed")
+    record = tmp_path / "known-good" / f"{UNIT}.json"
+    record.parent.mkdir()
+    record.write_text(json.dumps({"unit": UNIT, "text": OLD_UNIT, "url": server.url, "api_key_file": None}))
+    r = rollback(rig, record, unit_dir)
+    assert r.returncode == 1 and (unit_dir / UNIT).read_text() == OLD_UNIT
+    assert f"it answers again at {server.url}" in r.stderr and "/v1/chat/completions" in server.paths("POST")
