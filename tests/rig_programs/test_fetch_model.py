@@ -55,7 +55,7 @@ def files_of(hub, revision="main") -> dict:
             for p in sorted(rev.glob("Q4_K_M/*.gguf"))}
 
 
-def fetch(hub, dest: Path, revision="main", free: int | None = None) -> subprocess.CompletedProcess:
+def fetch(hub, dest: Path, revision="main", free: int | None = None, files: dict | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
                HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HOME=str(dest.parent.parent / "hf-home"))
     env.pop("HF_TOKEN", None)
@@ -63,7 +63,7 @@ def fetch(hub, dest: Path, revision="main", free: int | None = None) -> subproce
         env["FAKE_FREE_BYTES"] = str(free)
     commit = hub.commit_of(GEMMA_REPO, revision)
     return subprocess.run([sys.executable, "-c", RUNNER, str(SCRIPT), "--repo", GEMMA_REPO, "--commit", commit,
-                           "--dest", str(dest), "--files", json.dumps(files_of(hub, revision)),
+                           "--dest", str(dest), "--files", json.dumps(files or files_of(hub, revision)),
                            "--manifest", MANIFEST],
                           capture_output=True, text=True, env=env, timeout=600)
 
@@ -226,3 +226,17 @@ def test_manifest_is_required_and_a_plain_name(tmp_path):
     r = subprocess.run([sys.executable, str(SCRIPT), "--manifest", MANIFEST, "--repo", "a/b"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--commit" in r.stderr and "--dest" in r.stderr
+
+
+def test_a_download_whose_sha256_differs_from_the_hubs_is_refused_and_not_put_in_place(hub, tmp_path):
+    """The Hub's client checks sizes only: the downloader hashes every fetched file itself."""
+    dest = tmp_path / "models" / "gemma" / "rev1"
+    want = files_of(hub)
+    bad = sorted(want)[0]
+    want[bad] = dict(want[bad], sha256="0" * 64)
+    r = fetch(hub, dest, files=want)
+    assert r.returncode != 0
+    assert f"{bad}: sha256 " in r.stderr and "does not match the Hub's " + "0" * 64 in r.stderr
+    assert not (dest / bad).exists()
+    manifest = json.loads((dest / MANIFEST).read_text())
+    assert bad not in manifest["files"]
