@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 from pyinfra import host, state
+from pyinfra.context import ctx_host
 
 from llamarig import layout
 from llamarig.hostdata.validate import Problem, format_problems, validate_all
@@ -51,9 +52,11 @@ def read_lock() -> tuple[Path | None, dict | None]:
 
 
 def rig_build_facts(target, doc: dict):
-    """(RigFacts, None) from the rig's nvcc and compute capability, or (None, why they decide nothing)."""
-    nvcc = target.get_fact(NvccPath) if doc["gpus"] else None
-    caps = [g["compute_cap"] for g in (target.get_fact(GpuState) or [])] if nvcc else []
+    """(RigFacts, None) from the rig's nvcc and compute capability, or (None, why they decide nothing).
+    ``target`` may be another host than the one whose deploy code runs: its facts are read as its own."""
+    with ctx_host.use(target):
+        nvcc = target.get_fact(NvccPath) if doc["gpus"] else None
+        caps = [g["compute_cap"] for g in (target.get_fact(GpuState) or [])] if nvcc else []
     return facts_from_rig(doc, nvcc, caps)
 
 
