@@ -235,3 +235,22 @@ def test_every_rig_is_prepared_with_its_own_facts_and_release(fake_rigs):
     gpu_build = run.ran("llamarig-build.sh /opt", "@fake/rig2")
     assert cpu_build and gpu_build and "-DGGML_CUDA=ON" in gpu_build[0] and "-DGGML_CUDA=ON" not in cpu_build[0]
     assert run.puts("@fake/rig1")[UNIT] != run.puts("@fake/rig2")[UNIT]
+
+
+def test_an_api_key_reaches_the_rig_as_a_root_only_file_and_a_stale_one_is_removed(fake_rigs, monkeypatch):
+    canary = "sk-wiring-CANARY-77"
+    fake_rigs.rigs[0][1]["services"][0]["api_key_env"] = "WIRING_KEY"
+    deployed_env = {"WIRING_KEY": canary}
+    fake_rigs.scenario["responses"] = [
+        ["--help 2>&1", HELP], ["llamarig-check.py --expect", CHECK_OK],
+        ["find /etc/llamarig/credentials", "/etc/llamarig/credentials/chat.api-key\n/etc/llamarig/credentials/old.api-key"]]
+    fake_rigs.scenario["files"] = {"/etc/llamarig/credentials/old.api-key": "sk-old\n",
+                                   "/etc/llamarig/credentials/chat.api-key": "sk-before\n"}
+    run = fake_rigs.deploy(env=deployed_env)
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.puts()["/etc/llamarig/credentials/.chat.api-key.tmp"] == canary + "\n"
+    assert run.ran("chmod 600 /etc/llamarig/credentials/.chat.api-key.tmp && mv")
+    assert run.ran("rm -f /etc/llamarig/credentials/old.api-key")
+    assert not run.ran("rm -f /etc/llamarig/credentials/chat.api-key")
+    assert canary not in run.output and not [c for c in run.commands() if canary in c]
+    assert canary not in run.puts()[UNIT] and "LoadCredential=api-key:/etc/llamarig/credentials/chat.api-key" in run.puts()[UNIT]
