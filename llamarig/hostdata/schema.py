@@ -28,6 +28,14 @@ def _cache_type(value):
     """Cache types as the parsers spell them (`Q8_0` -> `q8_0`, `q8_kv` -> `q8_KV`): both parsers compare exactly."""
     return _CACHE_CANON.get(value.lower(), value) if isinstance(value, str) else value
 NAME_REGEX = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+REPO_REGEX = r"^[\w.-]+/[\w.-]+$"
+ENV_NAME_REGEX = r"^[A-Za-z_][A-Za-z0-9_]*$"
+CMAKE_OPTION_REGEX = r"^-D[A-Za-z_][A-Za-z0-9_]*(:[A-Z]+)?=.*$"
+TARGET_REGEX = r"^[A-Za-z0-9_.-]+$"
+ABSOLUTE_REGEX = r"^/.*"
+HTTP_REGEX = r"^https?://.+"
+USER_REGEX = r"^[a-z_][a-z0-9_-]*$"
+INT_MAX = 2**31 - 1  # llama-server parses its integer flags with std::stoi
 
 
 def _nullable(rule: dict) -> dict:
@@ -47,7 +55,7 @@ GPU_SCHEMA = {
 }
 
 MODEL_SCHEMA = {
-    "repo": {"type": "string", "required": True, "regex": r"^[\w.-]+/[\w.-]+$",
+    "repo": {"type": "string", "required": True, "regex": REPO_REGEX,
              "meta": _doc("Hugging Face Hub repository, OWNER/NAME", "unsloth/GLM-4.7-GGUF")},
     "revision": {"type": "string", "default": "main", "empty": False,
                  "meta": _doc("branch, tag or 40-hex commit; a branch or tag is resolved to its commit at deploy", "main")},
@@ -144,7 +152,7 @@ SERVICE_SCHEMA = {
                  "meta": _doc("server-side sampling defaults", {"temp": 0.6, "top_p": 0.95})},
     "extra_args": {"type": "list", "default": [], "schema": {"type": "string"},
                    "meta": _doc("arguments appended last, verbatim", ["--reasoning", "off"])},
-    "api_key_env": _nullable({"type": "string", "default": None, "regex": r"^[A-Za-z_][A-Za-z0-9_]*$",
+    "api_key_env": _nullable({"type": "string", "default": None, "regex": ENV_NAME_REGEX,
                               "meta": _doc("environment variable on the controller holding this server's API key; it reaches "
                                            "the server as a root-only file through `LoadCredential=` and `--api-key-file`",
                                            "LLAMA_API_KEY")}),
@@ -152,7 +160,7 @@ SERVICE_SCHEMA = {
                                "meta": _doc("file on the controller holding this server's API key (instead of `api_key_env`)",
                                             "~/.config/llamarig/glm.key")}),
     "environment": {"type": "dict", "default": {},
-                    "keysrules": {"type": "string", "regex": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+                    "keysrules": {"type": "string", "regex": ENV_NAME_REGEX},
                     "valuesrules": {"type": "string"},
                     "meta": _doc("extra environment of the unit", {"GGML_CUDA_GRAPH_OPT": "1"})},
 }
@@ -175,22 +183,22 @@ SCHEMA = {
                   "meta": _doc("branch, tag or 40-hex commit; resolved to a commit (git ls-remote) before any rig is touched", "b7100")},
     "build_cuda_architectures": {"type": ["string", "list"], "required": True,
                                  "meta": _doc("`auto` (from `nvidia-smi --query-gpu=compute_cap`) or a list such as [86]", "auto")},
-    "build_cmake_options": {"type": "list", "required": True, "schema": {"type": "string", "regex": r"^-D[A-Za-z_][A-Za-z0-9_]*(:[A-Z]+)?=.*$"},
+    "build_cmake_options": {"type": "list", "required": True, "schema": {"type": "string", "regex": CMAKE_OPTION_REGEX},
                             "meta": _doc("extra CMake cache options, each `-DNAME=VALUE`", ["-DGGML_CUDA_FA_ALL_QUANTS=ON"])},
     "build_targets": {"type": "list", "required": True, "minlength": 1,
-                      "schema": {"type": "string", "regex": r"^[A-Za-z0-9_.-]+$"},
+                      "schema": {"type": "string", "regex": TARGET_REGEX},
                       "meta": _doc("CMake targets built and installed; must include llama-server", ["llama-server", "llama-bench"])},
     "build_jobs": _nullable({"type": "integer", "required": True, "min": 1,
                              "meta": _doc("parallel compile jobs; null: the rig's CPU count", 8)}),
-    "build_root": {"type": "string", "required": True, "regex": r"^/.*",
+    "build_root": {"type": "string", "required": True, "regex": ABSOLUTE_REGEX,
                    "meta": _doc("where sources and builds live on the rig", "/opt/llamarig")},
-    "build_ccache_dir": _nullable({"type": "string", "required": True, "regex": r"^/.*",
+    "build_ccache_dir": _nullable({"type": "string", "required": True, "regex": ABSOLUTE_REGEX,
                                    "meta": _doc("ccache directory on the rig; null: no ccache", "/var/cache/ccache")}),
     "build_packages": {"type": "list", "required": True, "schema": {"type": "string"},
                        "meta": _doc("Debian packages the build needs", ["build-essential", "cmake", "git", "ccache"])},
-    "hub_endpoint": {"type": "string", "required": True, "regex": r"^https?://.+",
+    "hub_endpoint": {"type": "string", "required": True, "regex": HTTP_REGEX,
                      "meta": _doc("Hugging Face Hub endpoint (HF_ENDPOINT) for the controller and the rig", "https://huggingface.co")},
-    "hub_token_env": _nullable({"type": "string", "required": True, "regex": r"^[A-Za-z_][A-Za-z0-9_]*$",
+    "hub_token_env": _nullable({"type": "string", "required": True, "regex": ENV_NAME_REGEX,
                                 "meta": _doc("environment variable on the controller holding a Hub token, if any", "HF_TOKEN")}),
     "hub_token_file": _nullable({"type": "string", "required": True, "empty": False,
                                  "meta": _doc("file on the controller holding a Hub token (instead of `hub_token_env`)",
@@ -201,18 +209,18 @@ SCHEMA = {
                "keysrules": {"type": "string", "regex": NAME_REGEX},
                "valuesrules": {"type": "dict", "schema": MODEL_SCHEMA},
                "meta": _doc("models by name", {"glm47": {"repo": "unsloth/GLM-4.7-GGUF", "include": ["UD-IQ1_M/*"]}})},
-    "models_dir": {"type": "string", "required": True, "regex": r"^/.*",
+    "models_dir": {"type": "string", "required": True, "regex": ABSOLUTE_REGEX,
                    "meta": _doc("where models are stored on the rig, one directory per model", "/var/lib/llamarig/models")},
     "services": {"type": "list", "required": True,
                  "schema": {"type": "dict", "schema": SERVICE_SCHEMA},
                  "meta": _doc("llama-server instances of the rig", [{"name": "glm", "model": "glm47", "port": 8000}])},
-    "service_user": {"type": "string", "required": True, "regex": r"^[a-z_][a-z0-9_-]*$",
+    "service_user": {"type": "string", "required": True, "regex": USER_REGEX,
                      "meta": _doc("system user the servers run as", "llama")},
-    "power_limit_w": _nullable({"type": "number", "required": True, "min": 1,
+    "power_limit_w": _nullable({"type": "number", "required": True,
                                 "meta": _doc("power limit in watts for every GPU of the rig; null: leave as is", 350)}),
     "power_limits_w": {"type": "dict", "required": True,
                        "keysrules": {"type": "integer", "min": 0},
-                       "valuesrules": {"type": "number", "min": 1},
+                       "valuesrules": {"type": "number"},
                        "meta": _doc("per-GPU power limits in watts, by index; override `power_limit_w`", {3: 200})},
     "power_persistence_mode": {"type": "boolean", "required": True,
                                "meta": _doc("enable persistence mode on every GPU", True)},
@@ -223,6 +231,16 @@ SCHEMA = {
     "verify_max_tokens": {"type": "integer", "required": True, "min": 1,
                           "meta": _doc("tokens of the check completion", 16)},
 }
+
+def _cap_integers(schema: dict) -> None:
+    """Every integer a flag carries fits llama-server's int."""
+    for rule in schema.values():
+        if rule.get("type") == "integer" and "max" not in rule:
+            rule["max"] = INT_MAX
+
+
+_cap_integers(SERVICE_SCHEMA)
+_cap_integers(SAMPLING_SCHEMA)
 
 # Host-data keys that belong to pyinfra or its connectors, not to llamarig.
 FOREIGN_KEY_PREFIXES = ("ssh_", "_", "winrm_", "docker_", "chroot_", "local_", "terraform_", "fake_")

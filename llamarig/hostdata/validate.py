@@ -8,15 +8,15 @@ together (``format_problems``).
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from cerberus import Validator
-
 from llamarig.forks.options import fork_problems
-from llamarig.hostdata.schema import FOREIGN_KEY_PREFIXES, SCHEMA
+from llamarig.hostdata import messages, values
+from llamarig.hostdata.schema import FOREIGN_KEY_PREFIXES, FORKS, SCHEMA
 
 _MISSING = object()
 PLACEMENT_FLAGS = ("-ngl", "--gpu-layers", "--n-gpu-layers", "-ts", "--tensor-split", "-ot", "--override-tensor",
@@ -31,8 +31,26 @@ class Problem:
     expected: str
 
     def __str__(self) -> str:
-        shown = "(missing)" if self.value is _MISSING else repr(self.value)
+        shown = "(missing)" if self.value is _MISSING else _short(repr(self.value))
         return f"{self.host}: {self.path} = {shown}: expected {self.expected}"
+
+
+class Key(str):
+    """A mapping's key shown as one (the value of a problem about the key itself)."""
+
+    def __repr__(self) -> str:
+        return f"key {str.__repr__(self)}"
+
+
+class Masked(str):
+    """A value whose secret part is replaced, shown as written."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit - 5] + " ...]" if text.endswith("]") else text[:limit - 4] + " ..."
 
 
 def format_path(parts) -> str:
@@ -45,35 +63,6 @@ def format_path(parts) -> str:
     return out
 
 
-def _expected(rule: str | None, constraint: Any, info: tuple) -> str:
-    if rule == "required":
-        return "this key to be set"
-    if rule == "type":
-        kinds = constraint if isinstance(constraint, list) else [constraint]
-        return "a value of type " + " or ".join(kinds)
-    if rule == "nullable":
-        return "a value (null is not allowed here)"
-    if rule == "min":
-        return f"a value >= {constraint}"
-    if rule == "max":
-        return f"a value <= {constraint}"
-    if rule == "minlength":
-        return f"at least {constraint} item(s)"
-    if rule == "maxlength":
-        return f"at most {constraint} item(s)"
-    if rule == "allowed":
-        return "one of " + ", ".join(map(str, constraint))
-    if rule == "regex":
-        return f"a string matching {constraint}"
-    if rule == "empty":
-        return "a non-empty value"
-    if rule == "items":
-        return f"exactly {len(constraint)} items"
-    if rule in (None, "__unknown__"):
-        return "a known key (see the README's data reference)"
-    return f"{rule} {constraint!r}"
-
-
 def _leaf_errors(errors):
     for error in errors:
         if error.is_group_error and error.child_errors:
@@ -82,13 +71,47 @@ def _leaf_errors(errors):
             yield error
 
 
-def _schema_problems(host: str, validator: Validator, data: dict) -> list[Problem]:
+def _schema_problems(host: str, validator, fork: str) -> list[Problem]:
     problems = []
     for error in _leaf_errors(validator._errors):
         path = format_path(error.document_path)
         value = error.value if error.rule != "required" else _MISSING
-        problems.append(Problem(host, path, value, _expected(error.rule, error.constraint, error.info)))
+        if error.schema_path and "keysrules" in error.schema_path:  # the key itself is wrong
+            path, value = format_path(error.document_path[:-1]), Key(error.document_path[-1])
+        elif error.rule in (None, "__unknown__") or str(error.rule).startswith("__unknown"):
+            value = Masked("(an unknown key)")
+        problems.append(Problem(host, path, value, messages.expected(error, fork)))
     return problems
+
+
+def _sanitized(validator) -> dict:
+    """The normalized document with every value the schema refused replaced by its default (or null, or
+    removed): what the cross-field rules may still read, so that one run reports every problem."""
+    doc = copy.deepcopy(validator.document)
+    for error in _leaf_errors(validator._errors):
+        path = list(error.document_path)
+        if not path:
+            continue
+        parent = doc
+        for part in path[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                parent = None
+                break
+        if not isinstance(parent, (dict, list)):
+            continue
+        last = path[-1]
+        unknown = error.rule in (None, "__unknown__") or str(error.rule).startswith("__unknown")
+        if isinstance(parent, dict) and (unknown or "keysrules" in error.schema_path):
+            parent.pop(last, None)
+            continue
+        rule = messages.rule_at(error.schema_path) or {}
+        try:
+            parent[last] = copy.deepcopy(rule.get("default"))
+        except (IndexError, TypeError):
+            pass
+    return doc
 
 
 def llamarig_keys(data: dict) -> dict:
@@ -96,13 +119,91 @@ def llamarig_keys(data: dict) -> dict:
     return {k: v for k, v in data.items() if not str(k).startswith(FOREIGN_KEY_PREFIXES)}
 
 
-def validate_host(host: str, data: dict) -> tuple[dict, list[Problem]]:
+def control_problems(host: str, data, path: tuple = ()) -> list[Problem]:
+    """Every string (key or value) holding a control character, anywhere in the host data."""
+    out = []
+    if isinstance(data, str):
+        why = values.control_character(data)
+        if why:
+            out.append(Problem(host, format_path(path) or "(top level)", data, why))
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, str) and values.control_character(key):
+                out.append(Problem(host, format_path(path) or "(top level)", Key(key), values.control_character(key)))
+                continue
+            out += control_problems(host, value, path + (key,))
+    elif isinstance(data, (list, tuple)):
+        for i, value in enumerate(data):
+            out += control_problems(host, value, path + (i,))
+    return out
+
+
+def validate_host(host: str, data) -> tuple[dict, list[Problem]]:
+    """(normalized data, every problem of the host): the schema's, each value's and the cross-field rules', all
+    of them in one run; the data is {} when the schema refused it."""
+    if not isinstance(data, dict):
+        return {}, [Problem(host, "(host data)", Masked(type(data).__name__), "a mapping of keys (a dict)")]
     data = llamarig_keys(data)
-    validator = Validator(SCHEMA, allow_unknown=False)
-    if not validator.validate(data):
-        return {}, _schema_problems(host, validator, data)
-    doc = validator.document
-    return doc, cross_check(host, doc)
+    fork = data.get("build_fork") if data.get("build_fork") in FORKS else "llama.cpp"
+    validator = messages.StrictValidator(SCHEMA, allow_unknown=False)
+    valid = validator.validate(data)
+    problems = control_problems(host, data)
+    bad = {p.path for p in problems}
+    problems += [p for p in _schema_problems(host, validator, fork) if p.path not in bad]
+    doc = validator.document if valid else _sanitized(validator)
+    try:
+        later = cross_check(host, doc) + value_problems(host, doc)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):  # a shape the schema already refused
+        later = []
+    bad = {p.path for p in problems}
+    problems += [p for p in later if not _under(p.path, bad)]
+    # the normalized data when the schema took it (callers use it only when there are no problems)
+    return (doc if valid else {}), problems
+
+
+def _under(path: str, bad: set[str]) -> bool:
+    return any(path == b or path.startswith(b + ".") or path.startswith(b + "[") for b in bad)
+
+
+def value_problems(host: str, doc: dict) -> list[Problem]:
+    """Single values the data alone shows a deploy would refuse (llamarig/hostdata/values.py)."""
+    out = []
+
+    def check(path, value, why):
+        if why:
+            out.append(Problem(host, path, value, why))
+
+    check("build_git_url", doc["build_git_url"], values.git_url(doc["build_git_url"]))
+    check("build_ref", doc["build_ref"], values.git_ref(doc["build_ref"]))
+    for key in ("build_root", "models_dir"):
+        check(key, doc[key], values.absolute_path(doc[key]))
+    if doc["build_ccache_dir"] is not None:
+        check("build_ccache_dir", doc["build_ccache_dir"], values.absolute_path(doc["build_ccache_dir"]))
+    check("hub_endpoint", doc["hub_endpoint"], values.http_url(doc["hub_endpoint"]))
+    check("hub_client", doc["hub_client"], values.pip_requirement(doc["hub_client"], "huggingface_hub"))
+    for i, package in enumerate(doc["build_packages"]):
+        check(f"build_packages[{i}]", package, values.debian_package(package))
+    if doc["power_limit_w"] is not None:
+        check("power_limit_w", doc["power_limit_w"], values.power_limit(doc["power_limit_w"]))
+    for index, watts in doc["power_limits_w"].items():
+        check(f"power_limits_w[{index}]", watts, values.power_limit(watts))
+    for name, model in doc["models"].items():
+        check(f"models.{name}.revision", model["revision"], values.git_ref(model["revision"]))
+        if model["file"] is not None:
+            check(f"models.{name}.file", model["file"], values.relative_path(model["file"]))
+        for j, pattern in enumerate(model["include"]):
+            if ".." in pattern.split("/") or pattern.startswith("/"):
+                check(f"models.{name}.include[{j}]", pattern, "a pattern inside the repository (relative, no '..')")
+    for i, svc in enumerate(doc["services"]):
+        where = f"services[{i}]"
+        if svc["host"] is not None:
+            check(f"{where}.host", svc["host"], values.bind_address(svc["host"]))
+        check(f"{where}.port", svc["port"], values.service_port(svc["port"]))
+        for j, arg in enumerate(svc["extra_args"]):
+            check(f"{where}.extra_args[{j}]", arg, values.extra_arg(arg))
+        for key in svc["environment"]:
+            check(f"{where}.environment", Key(key), values.environment_key(key))
+    return out
 
 
 def service_gpus(doc: dict, service: dict) -> list[int]:
@@ -113,8 +214,7 @@ def service_gpus(doc: dict, service: dict) -> list[int]:
 
 
 RESERVED_NAMES = {"power"}  # llamarig-power.service is the boot-time power unit
-_DEVICE = re.compile(r"^(CPU|CUDA(\d+))$")
-_ARCH = re.compile(r"^\d{2,3}[a-z]?(-real|-virtual)?$")
+_DEVICE = re.compile(r"(CPU|CUDA(\d+))")
 
 
 def cross_check(host: str, doc: dict) -> list[Problem]:
@@ -129,10 +229,13 @@ def cross_check(host: str, doc: dict) -> list[Problem]:
     if isinstance(archs, str):
         if archs != "auto":
             bad("build_cuda_architectures", archs, "`auto` or a list of architectures such as [86, 89]")
+    elif not archs:
+        bad("build_cuda_architectures", archs, "`auto` or at least one architecture such as [86]")
     else:
         for i, arch in enumerate(archs):
-            if not _ARCH.match(str(arch)):
-                bad(f"build_cuda_architectures[{i}]", arch, "a CUDA architecture such as 86, 89 or 90a")
+            why = values.cuda_architecture(arch)
+            if why:
+                bad(f"build_cuda_architectures[{i}]", arch, why)
 
     if "llama-server" not in doc["build_targets"]:
         bad("build_targets", doc["build_targets"], "a list that includes llama-server")
@@ -192,7 +295,7 @@ def cross_check(host: str, doc: dict) -> list[Problem]:
         if svc["api_key_env"] and svc["api_key_file"]:
             bad(f"{where}.api_key_file", svc["api_key_file"], "null when api_key_env is set (one source per key)")
         if any(a.split("=", 1)[0] in ("--api-key", "--api-key-file") for a in svc["extra_args"]):
-            bad(f"{where}.extra_args", svc["extra_args"],
+            bad(f"{where}.extra_args", Masked(_masked_args(svc["extra_args"])),
                 "no --api-key or --api-key-file (a key on the command line is readable by every local user: use api_key_env or api_key_file)")
         if svc["placement"] == "auto":
             for key in ("n_gpu_layers", "tensor_split", "n_cpu_moe", "cpu_moe", "fit"):
@@ -217,11 +320,26 @@ def cross_check(host: str, doc: dict) -> list[Problem]:
                 bad(f"{where}.tensor_overrides[{j}][0]", pattern, f"a regular expression that compiles ({exc})")
             if "=" in pattern or "," in pattern:
                 bad(f"{where}.tensor_overrides[{j}][0]", pattern, "a pattern without '=' or ',' (llama-server splits on them)")
-            match = _DEVICE.match(device)
+            match = _DEVICE.fullmatch(device)
             devices = ["CPU"] + [f"CUDA{k}" for k in range(len(gpus))]
             if not match or (match.group(2) is not None and int(match.group(2)) >= len(gpus)):
                 bad(f"{where}.tensor_overrides[{j}][1]", device, "a device of this service: " + ", ".join(devices))
     return problems
+
+
+def _masked_args(args: list[str]) -> str:
+    """extra_args as written, with the value of every --api-key replaced by ***."""
+    out, hide = [], False
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if hide:
+            out.append("***")
+        elif flag == "--api-key" and "=" in arg:
+            out.append("--api-key=***")
+        else:
+            out.append(arg)
+        hide = arg == "--api-key"
+    return "[" + ", ".join(repr(a) if a != "***" and not a.endswith("=***") else a for a in out) + "]"
 
 
 def format_problems(problems: list[Problem]) -> str:

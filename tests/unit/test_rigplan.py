@@ -44,7 +44,7 @@ def test_auto_needs_a_context_size_and_ram_is_positive():
     got = problems(rig(models=GLM, services=[svc(placement="auto")]))
     assert any("services[0].ctx_size = None: expected a context size" in p for p in got), got
     got = problems(rig(models=GLM, ram_gib=0, services=[svc()]))
-    assert any(p.startswith("r1: ram_gib = 0: expected a value >= 1") for p in got), got
+    assert any(p.startswith("r1: ram_gib = 0: expected a value of at least 1") for p in got), got
 
 
 @pytest.fixture(scope="module")

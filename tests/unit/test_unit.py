@@ -71,7 +71,7 @@ def test_unit_environment_and_hardening():
 
 
 def test_cpu_rig_unit_has_no_cuda_environment():
-    doc, problems = validate_host("cpu", rig(gpus=[], services=[{"name": "c", "model": "gemma", "port": 1}]))
+    doc, problems = validate_host("cpu", rig(gpus=[], services=[{"name": "c", "model": "gemma", "port": 1080}]))
     assert problems == []
     assert "CUDA_VISIBLE_DEVICES" not in unit_text("cpu", doc)
 

@@ -258,7 +258,7 @@ def test_bad_data_prints_the_problems_and_exits_1_without_touching_a_rig(rigs, c
     Path(rigs["inventory"]).write_text(inventory(rigs["r1"].port, 99999))
     code, out, err = verify(rigs, capsys=capsys)
     assert code == 1
-    assert "r2: services[0].port = 99999: expected a value <= 65535" in err
+    assert "r2: services[0].port = 99999: expected a value of at most 65535" in err
     assert "Traceback" not in err and out == ""
     assert rigs["connects"] == []
 
