@@ -173,36 +173,40 @@ def value_problems(host: str, doc: dict) -> list[Problem]:
         if why:
             out.append(Problem(host, path, value, why))
 
-    check("build_git_url", doc["build_git_url"], values.git_url(doc["build_git_url"]))
-    check("build_ref", doc["build_ref"], values.git_ref(doc["build_ref"]))
+    def each(path, value, rule, *args):
+        if value is None:
+            return  # unset, or refused by the schema already
+        try:
+            check(path, value, rule(value, *args))
+        except (TypeError, ValueError, AttributeError):
+            pass  # a shape the schema refused
+
+    each("build_git_url", doc["build_git_url"], values.git_url)
+    each("build_ref", doc["build_ref"], values.git_ref)
     for key in ("build_root", "models_dir"):
-        check(key, doc[key], values.absolute_path(doc[key]))
-    if doc["build_ccache_dir"] is not None:
-        check("build_ccache_dir", doc["build_ccache_dir"], values.absolute_path(doc["build_ccache_dir"]))
-    check("hub_endpoint", doc["hub_endpoint"], values.http_url(doc["hub_endpoint"]))
-    check("hub_client", doc["hub_client"], values.pip_requirement(doc["hub_client"], "huggingface_hub"))
+        each(key, doc[key], values.absolute_path)
+    each("build_ccache_dir", doc["build_ccache_dir"], values.absolute_path)
+    each("hub_endpoint", doc["hub_endpoint"], values.http_url)
+    each("hub_client", doc["hub_client"], values.pip_requirement, "huggingface_hub")
     for i, package in enumerate(doc["build_packages"]):
-        check(f"build_packages[{i}]", package, values.debian_package(package))
-    if doc["power_limit_w"] is not None:
-        check("power_limit_w", doc["power_limit_w"], values.power_limit(doc["power_limit_w"]))
+        each(f"build_packages[{i}]", package, values.debian_package)
+    each("power_limit_w", doc["power_limit_w"], values.power_limit)
     for index, watts in doc["power_limits_w"].items():
-        check(f"power_limits_w[{index}]", watts, values.power_limit(watts))
+        each(f"power_limits_w[{index}]", watts, values.power_limit)
     for name, model in doc["models"].items():
-        check(f"models.{name}.revision", model["revision"], values.git_ref(model["revision"]))
-        if model["file"] is not None:
-            check(f"models.{name}.file", model["file"], values.relative_path(model["file"]))
-        for j, pattern in enumerate(model["include"]):
+        each(f"models.{name}.revision", model["revision"], values.git_ref)
+        each(f"models.{name}.file", model["file"], values.relative_path)
+        for j, pattern in enumerate(model["include"] or []):
             if ".." in pattern.split("/") or pattern.startswith("/"):
                 check(f"models.{name}.include[{j}]", pattern, "a pattern inside the repository (relative, no '..')")
     for i, svc in enumerate(doc["services"]):
         where = f"services[{i}]"
-        if svc["host"] is not None:
-            check(f"{where}.host", svc["host"], values.bind_address(svc["host"]))
-        check(f"{where}.port", svc["port"], values.service_port(svc["port"]))
+        each(f"{where}.host", svc["host"], values.bind_address)
+        each(f"{where}.port", svc["port"], values.service_port)
         for j, arg in enumerate(svc["extra_args"]):
-            check(f"{where}.extra_args[{j}]", arg, values.extra_arg(arg))
+            each(f"{where}.extra_args[{j}]", arg, values.extra_arg)
         for key in svc["environment"]:
-            check(f"{where}.environment", Key(key), values.environment_key(key))
+            each(f"{where}.environment", Key(key), values.environment_key)
     return out
 
 
@@ -257,74 +261,82 @@ def cross_check(host: str, doc: dict) -> list[Problem]:
     seen_ports: dict[int, int] = {}
     used_gpus: dict[int, int] = {}
     for i, svc in enumerate(doc["services"]):
-        where = f"services[{i}]"
-        if svc["name"] in seen_names:
-            bad(f"{where}.name", svc["name"], f"a name no other service of this rig has (services[{seen_names[svc['name']]}] has it)")
-        seen_names.setdefault(svc["name"], i)
-        if svc["name"] in RESERVED_NAMES:
-            bad(f"{where}.name", svc["name"], f"a name other than {', '.join(sorted(RESERVED_NAMES))} (llamarig's own units use them)")
-        if svc["port"] in seen_ports:
-            bad(f"{where}.port", svc["port"], f"a port no other service of this rig uses (services[{seen_ports[svc['port']]}] has it)")
-        seen_ports.setdefault(svc["port"], i)
-        if svc["model"] not in doc["models"]:
-            declared = ", ".join(sorted(doc["models"])) or "none"
-            bad(f"{where}.model", svc["model"], f"a model declared under `models` (declared: {declared})")
-
-        gpus = svc["gpus"] if svc["gpus"] is not None else list(range(n_gpus))
-        for j, index in enumerate(gpus):
-            if index >= n_gpus:
-                bad(f"{where}.gpus[{j}]", index, f"a GPU index below {n_gpus} (the rig declares {n_gpus} GPU(s))")
-        if len(set(gpus)) != len(gpus):
-            bad(f"{where}.gpus", gpus, "each GPU at most once")
-        for index in gpus:
-            other = used_gpus.get(index)
-            if other is not None and not (svc["shared_gpus"] and doc["services"][other]["shared_gpus"]):
-                bad(f"{where}.gpus", gpus,
-                    f"GPUs not used by another service, or shared_gpus: true on both (GPU {index} is also in services[{other}])")
-                break
-        for index in gpus:
-            used_gpus.setdefault(index, i)
-
-        if svc["tensor_split"] is not None and len(svc["tensor_split"]) != len(gpus):
-            bad(f"{where}.tensor_split", svc["tensor_split"], f"{len(gpus)} proportion(s), one per service GPU")
-        if svc["tensor_split"] is not None and not any(svc["tensor_split"]):
-            bad(f"{where}.tensor_split", svc["tensor_split"], "at least one non-zero proportion")
-        if svc["main_gpu"] is not None and svc["main_gpu"] >= max(len(gpus), 1):
-            bad(f"{where}.main_gpu", svc["main_gpu"], f"an index below {len(gpus)} into the service's GPUs")
-
-        if svc["api_key_env"] and svc["api_key_file"]:
-            bad(f"{where}.api_key_file", svc["api_key_file"], "null when api_key_env is set (one source per key)")
-        if any(a.split("=", 1)[0] in ("--api-key", "--api-key-file") for a in svc["extra_args"]):
-            bad(f"{where}.extra_args", Masked(_masked_args(svc["extra_args"])),
-                "no --api-key or --api-key-file (a key on the command line is readable by every local user: use api_key_env or api_key_file)")
-        if svc["placement"] == "auto":
-            for key in ("n_gpu_layers", "tensor_split", "n_cpu_moe", "cpu_moe", "fit"):
-                if svc[key] not in (None, False) and not (key == "fit" and svc[key] is False):
-                    bad(f"{where}.{key}", svc[key], "null with placement: auto (the planner sets the placement)")
-            if svc["tensor_overrides"]:
-                bad(f"{where}.tensor_overrides", svc["tensor_overrides"], "[] with placement: auto (the planner sets them)")
-            if svc["split_mode"] not in (None, "layer"):
-                bad(f"{where}.split_mode", svc["split_mode"], "null or layer with placement: auto (the planner splits by layer)")
-            if svc["ctx_size"] is None:
-                bad(f"{where}.ctx_size", None, "a context size with placement: auto (the KV cache is planned for it)")
-            for arg in svc["extra_args"]:
-                if arg.split("=", 1)[0] in PLACEMENT_FLAGS:
-                    bad(f"{where}.extra_args", arg, "no placement flag with placement: auto (the planner sets them)")
-        for key, value, expected in fork_problems(doc["build_fork"], svc):
-            bad(f"{where}.{key}", value, expected)
-
-        for j, (pattern, device) in enumerate(svc["tensor_overrides"]):
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                bad(f"{where}.tensor_overrides[{j}][0]", pattern, f"a regular expression that compiles ({exc})")
-            if "=" in pattern or "," in pattern:
-                bad(f"{where}.tensor_overrides[{j}][0]", pattern, "a pattern without '=' or ',' (llama-server splits on them)")
-            match = _DEVICE.fullmatch(device)
-            devices = ["CPU"] + [f"CUDA{k}" for k in range(len(gpus))]
-            if not match or (match.group(2) is not None and int(match.group(2)) >= len(gpus)):
-                bad(f"{where}.tensor_overrides[{j}][1]", device, "a device of this service: " + ", ".join(devices))
+        try:
+            _service_rules(doc, i, svc, bad, seen_names, seen_ports, used_gpus, n_gpus)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            continue  # a shape the schema refused: its problems are reported already
     return problems
+
+
+def _service_rules(doc, i, svc, bad, seen_names, seen_ports, used_gpus, n_gpus) -> None:
+    """The cross-field rules of one service (``bad`` records a problem)."""
+    where = f"services[{i}]"
+    if svc["name"] in seen_names:
+        bad(f"{where}.name", svc["name"], f"a name no other service of this rig has (services[{seen_names[svc['name']]}] has it)")
+    seen_names.setdefault(svc["name"], i)
+    if svc["name"] in RESERVED_NAMES:
+        bad(f"{where}.name", svc["name"], f"a name other than {', '.join(sorted(RESERVED_NAMES))} (llamarig's own units use them)")
+    if svc["port"] in seen_ports:
+        bad(f"{where}.port", svc["port"], f"a port no other service of this rig uses (services[{seen_ports[svc['port']]}] has it)")
+    seen_ports.setdefault(svc["port"], i)
+    if svc["model"] not in doc["models"]:
+        declared = ", ".join(sorted(doc["models"])) or "none"
+        bad(f"{where}.model", svc["model"], f"a model declared under `models` (declared: {declared})")
+
+    gpus = svc["gpus"] if svc["gpus"] is not None else list(range(n_gpus))
+    for j, index in enumerate(gpus):
+        if index >= n_gpus:
+            bad(f"{where}.gpus[{j}]", index, f"a GPU index below {n_gpus} (the rig declares {n_gpus} GPU(s))")
+    if len(set(gpus)) != len(gpus):
+        bad(f"{where}.gpus", gpus, "each GPU at most once")
+    for index in gpus:
+        other = used_gpus.get(index)
+        if other is not None and not (svc["shared_gpus"] and doc["services"][other]["shared_gpus"]):
+            bad(f"{where}.gpus", gpus,
+                f"GPUs not used by another service, or shared_gpus: true on both (GPU {index} is also in services[{other}])")
+            break
+    for index in gpus:
+        used_gpus.setdefault(index, i)
+
+    if svc["tensor_split"] is not None and len(svc["tensor_split"]) != len(gpus):
+        bad(f"{where}.tensor_split", svc["tensor_split"], f"{len(gpus)} proportion(s), one per service GPU")
+    if svc["tensor_split"] is not None and not any(svc["tensor_split"]):
+        bad(f"{where}.tensor_split", svc["tensor_split"], "at least one non-zero proportion")
+    if svc["main_gpu"] is not None and svc["main_gpu"] >= max(len(gpus), 1):
+        bad(f"{where}.main_gpu", svc["main_gpu"], f"an index below {len(gpus)} into the service's GPUs")
+
+    if svc["api_key_env"] and svc["api_key_file"]:
+        bad(f"{where}.api_key_file", svc["api_key_file"], "null when api_key_env is set (one source per key)")
+    if any(a.split("=", 1)[0] in ("--api-key", "--api-key-file") for a in svc["extra_args"]):
+        bad(f"{where}.extra_args", Masked(_masked_args(svc["extra_args"])),
+            "no --api-key or --api-key-file (a key on the command line is readable by every local user: use api_key_env or api_key_file)")
+    if svc["placement"] == "auto":
+        for key in ("n_gpu_layers", "tensor_split", "n_cpu_moe", "cpu_moe", "fit"):
+            if svc[key] not in (None, False) and not (key == "fit" and svc[key] is False):
+                bad(f"{where}.{key}", svc[key], "null with placement: auto (the planner sets the placement)")
+        if svc["tensor_overrides"]:
+            bad(f"{where}.tensor_overrides", svc["tensor_overrides"], "[] with placement: auto (the planner sets them)")
+        if svc["split_mode"] not in (None, "layer"):
+            bad(f"{where}.split_mode", svc["split_mode"], "null or layer with placement: auto (the planner splits by layer)")
+        if svc["ctx_size"] is None:
+            bad(f"{where}.ctx_size", None, "a context size with placement: auto (the KV cache is planned for it)")
+        for arg in svc["extra_args"]:
+            if arg.split("=", 1)[0] in PLACEMENT_FLAGS:
+                bad(f"{where}.extra_args", arg, "no placement flag with placement: auto (the planner sets them)")
+    for key, value, expected in fork_problems(doc["build_fork"], svc):
+        bad(f"{where}.{key}", value, expected)
+
+    for j, (pattern, device) in enumerate(svc["tensor_overrides"]):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            bad(f"{where}.tensor_overrides[{j}][0]", pattern, f"a regular expression that compiles ({exc})")
+        if "=" in pattern or "," in pattern:
+            bad(f"{where}.tensor_overrides[{j}][0]", pattern, "a pattern without '=' or ',' (llama-server splits on them)")
+        match = _DEVICE.fullmatch(device)
+        devices = ["CPU"] + [f"CUDA{k}" for k in range(len(gpus))]
+        if not match or (match.group(2) is not None and int(match.group(2)) >= len(gpus)):
+            bad(f"{where}.tensor_overrides[{j}][1]", device, "a device of this service: " + ", ".join(devices))
 
 
 def _masked_args(args: list[str]) -> str:
