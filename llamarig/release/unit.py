@@ -20,6 +20,17 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 _SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _plain(what: str, text: str) -> str:
+    """``text``, refused when it holds a control character (validation refuses them first; this is the
+    renderer's own guard: no value may write a second line into a unit)."""
+    if _CONTROL.search(text):
+        raise ValueError(f"{what} holds a control character ({text!r}): it would write another line into the unit")
+    return text
+
+
 def systemd_quote(word: str, *, dollar: bool = True) -> str:
     """Quote one word for ExecStart= (or Environment=, ``dollar=False``) so systemd passes it verbatim.
 
@@ -27,7 +38,7 @@ def systemd_quote(word: str, *, dollar: bool = True) -> str:
     and unescapes C-style backslash sequences in quoted words; regular
     expressions are full of backslashes, so every one is doubled.
     """
-    escaped = word.replace("%", "%%")
+    escaped = _plain("an argument or environment value", word).replace("%", "%%")
     if dollar:
         escaped = escaped.replace("$", "$$")
     if escaped and _SAFE.match(escaped):
@@ -96,6 +107,8 @@ POWER_UNIT = "llamarig-power.service"
 
 
 def render_power_unit(host: str, commands: list[str]) -> str:
+    for text in (host, *commands):
+        _plain("the power unit", text)
     return _env().get_template("llamarig-power.service.j2").render(host=host, commands=commands)
 
 
@@ -124,6 +137,12 @@ def render_unit(host: str, doc: dict, service: dict, model, binary: str, argv: l
     shown = dict(name=service["model"], repo=declared["repo"], revision=declared["revision"], commit=model.commit)
     exec_start = " ".join(_exec_word(w) for w in [binary, *argv])
     gpus = service_gpus(doc, service)
+    for what, text in (("the host name", host), ("the service name", service["name"]),
+                       ("the model name", shown["name"]), ("the model repository", shown["repo"]),
+                       ("the model revision", shown["revision"]), ("the model commit", str(shown["commit"])),
+                       ("the service user", doc["service_user"]), ("models_dir", doc["models_dir"]),
+                       ("the binary", binary)):
+        _plain(what, text)
     return _env().get_template("llama-server.service.j2").render(
         host=host,
         service=service,
