@@ -30,13 +30,22 @@ def read_secret(env: str | None, file: str | None, what: str, required: bool) ->
             raise SecretError(f"{what}: {file} is empty")
         if "\n" in value:
             raise SecretError(f"{what}: {file} holds more than one line")
+        _printable(value, what, file)
         return value
     if env:
         value = (os.environ.get(env) or "").strip()
         if not value and required:
             raise SecretError(f"{what}: the environment variable {env} is not set on the controller")
+        if value:
+            _printable(value, what, f"the environment variable {env}")
         return value or None
     return None
+
+
+def _printable(value: str, what: str, where: str) -> None:
+    """A secret with a control character inside would not survive the files it travels in (never shown)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise SecretError(f"{what}: {where} holds a control character (the value is not shown)")
 
 
 def hub_token(doc: dict) -> str | None:
