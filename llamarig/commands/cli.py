@@ -20,6 +20,7 @@ from llamarig.commands import lock as lockcli
 from llamarig.commands.releases import ReleaseError, read_locks, release_of
 from llamarig.release.flags import server_args
 from llamarig.release.placements import checkable
+from llamarig.release.resolve import read_secrets, real_lookups
 from llamarig.planner.gguf import GgufError, read_model
 from llamarig.planner.memory import GiB, MiB, Settings
 from llamarig.planner.plan import describe, plan
@@ -34,6 +35,9 @@ def _load(inventory: str):
 
 def cmd_check(args) -> int:
     docs, problems = _load(args.inventory)
+    lookups = real_lookups()
+    for host, doc in docs.items():  # the controller's own secrets are known offline too (never shown)
+        problems += read_secrets(host, doc, lookups)[2]
     if problems:
         print(format_problems(problems), file=sys.stderr)
         return 1

@@ -130,6 +130,28 @@ def _model(host, doc, name, token, lookups, use, preview, notes, problems) -> Re
         return None
 
 
+def read_secrets(host: str, doc: dict, lookups: Lookups) -> tuple[str | None, dict[str, str], list[Problem]]:
+    """(the Hub token, API keys by service, problems): read on the controller, never shown."""
+    problems: list[Problem] = []
+    token = None
+    try:
+        token = lookups.hub_token(doc)
+    except SecretError as exc:
+        which = "hub_token_file" if doc["hub_token_file"] else "hub_token_env"
+        problems.append(Problem(host, which, doc[which], f"a readable Hub token ({exc})"))
+    keys: dict[str, str] = {}
+    for i, svc in enumerate(doc["services"]):
+        try:
+            key = lookups.api_key(svc)
+        except SecretError as exc:
+            which = "api_key_file" if svc["api_key_file"] else "api_key_env"
+            problems.append(Problem(host, f"services[{i}].{which}", svc[which], f"a readable API key ({exc})"))
+            continue
+        if key:
+            keys[svc["name"]] = key
+    return token, keys, problems
+
+
 def resolve_rig(host: str, doc: dict, lookups: Lookups, lock: LockUse | None = None, *,
                 preview: bool = False, check_explicit: bool = True) -> tuple[ResolvedRig | None, list[Problem]]:
     """(the resolved rig, []) or (None, the problems). ``check_explicit``: also check hand-written
@@ -141,22 +163,9 @@ def resolve_rig(host: str, doc: dict, lookups: Lookups, lock: LockUse | None = N
         if problems:
             return None, problems
     commit = _commit(host, doc, lookups, lock, preview, notes, problems)
-    try:
-        token = lookups.hub_token(doc)
-    except SecretError as exc:
-        which = "hub_token_file" if doc["hub_token_file"] else "hub_token_env"
-        problems.append(Problem(host, which, doc[which], f"a readable Hub token ({exc})"))
-        return None, problems
-    keys: dict[str, str] = {}
-    for i, svc in enumerate(doc["services"]):
-        try:
-            key = lookups.api_key(svc)
-        except SecretError as exc:
-            which = "api_key_file" if svc["api_key_file"] else "api_key_env"
-            problems.append(Problem(host, f"services[{i}].{which}", svc[which], f"a readable API key ({exc})"))
-            continue
-        if key:
-            keys[svc["name"]] = key
+    token, keys, found = read_secrets(host, doc, lookups)
+    if found:
+        return None, problems + found
     models: dict[str, ResolvedModel] = {}
     for name in lockfile.used_models(doc):
         resolved = _model(host, doc, name, token, lookups, lock, preview, notes, problems)

@@ -24,3 +24,21 @@ def test_a_plain_secret_is_read_trimmed(monkeypatch, tmp_path):
     assert read_secret("THE_KEY", None, "k", required=True) == "sk-plain-123"
     (tmp_path / "key").write_text("hf_abc\r\n")
     assert read_secret(None, str(tmp_path / "key"), "k", required=False) == "hf_abc"
+
+
+def test_llamarig_check_reads_the_controllers_secrets_without_showing_them(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from llamarig.commands import cli
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    inv = tmp_path / "inv.py"
+    inv.write_text('rigs = [("r1", {"gpus": [], "models": {"g": {"repo": "a/g-GGUF", "file": "g.gguf"}},\n'
+                   '    "services": [{"name": "chat", "model": "g", "port": 8080, "api_key_env": "CHECK_KEY"}]})]\n')
+    monkeypatch.delenv("CHECK_KEY", raising=False)
+    assert cli.main(["check", str(inv)]) == 1
+    assert "r1: services[0].api_key_env = 'CHECK_KEY': expected a readable API key" in capsys.readouterr().err
+    monkeypatch.setenv("CHECK_KEY", "sk-check-CANARY")
+    assert cli.main(["check", str(inv)]) == 0
+    out, err = capsys.readouterr()
+    assert "data is valid" in out and "sk-check-CANARY" not in out + err
