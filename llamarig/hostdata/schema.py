@@ -34,7 +34,7 @@ CMAKE_OPTION_REGEX = r"^-D[A-Za-z_][A-Za-z0-9_]*(:[A-Z]+)?=.*$"
 TARGET_REGEX = r"^[A-Za-z0-9_.-]+$"
 ABSOLUTE_REGEX = r"^/.*"
 HTTP_REGEX = r"^https?://.+"
-USER_REGEX = r"^[a-z_][a-z0-9_-]*$"
+USER_REGEX = r"^[a-z_][a-z0-9_-]{0,31}$"  # useradd refuses names longer than 32
 INT_MAX = 2**31 - 1  # llama-server parses its integer flags with std::stoi
 
 

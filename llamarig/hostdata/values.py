@@ -19,8 +19,8 @@ def control_character(value: str) -> str | None:
     found = _CONTROL.search(value)
     if found is None:
         return None
-    return (f"a string without control characters (it holds {found.group()!r} at position {found.start()}: a "
-            f"newline would write another line into the unit or the command)")
+    return (f"a string without control characters (it holds {found.group()!r} at position {found.start()}: "
+            f"such a character would break the unit file or the command line the value is written into)")
 
 
 # Real CUDA compute capabilities (nvcc's -arch list, up to CUDA 13), as CMake writes them.
@@ -29,12 +29,22 @@ CUDA_ARCHS = ("50", "52", "53", "60", "61", "62", "70", "72", "75", "80", "86", 
 _ARCH = re.compile(r"(?P<n>\d{2,3})(?P<suffix>[af]?)(-real|-virtual)?")
 
 
+_ARCH_SPELLING = re.compile(r"(?:sm_|compute_)?(\d{1,2})\.?(\d)(?P<suffix>[af]?)", re.I)
+
+
 def cuda_architecture(value) -> str | None:
     m = _ARCH.fullmatch(str(value)) if not isinstance(value, bool) else None
     if m and m.group("n") in CUDA_ARCHS:
         return None
-    return ("a CUDA architecture nvcc knows, such as 86 (RTX 30xx), 89 (RTX 40xx), 90 (H100) or 120 (RTX 50xx): "
-            + ", ".join(CUDA_ARCHS))
+    words = ("a CUDA architecture nvcc knows, such as 86 (RTX 30xx), 89 (RTX 40xx), 90 (H100) or 120 (RTX 50xx): "
+             + ", ".join(CUDA_ARCHS))
+    spelled = _ARCH_SPELLING.fullmatch(str(value)) if not isinstance(value, bool) else None
+    if spelled and spelled.group(1) + spelled.group(2) in CUDA_ARCHS:  # 8.6, "sm_86": CMake writes 86
+        arch = spelled.group(1) + spelled.group(2) + spelled.group("suffix").lower()
+        return f"{words} (write {arch if spelled.group('suffix') else int(arch)!r}, as CMake does)"
+    if value == "auto":
+        return f"{words} (auto is written alone, without a list: 'auto')"
+    return words
 
 
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -49,6 +59,8 @@ def bind_address(value: str) -> str | None:
         pass
     if re.fullmatch(r"[\d.]+:\d+|\[[0-9A-Fa-f:.]+\]:\d+|[A-Za-z0-9.-]+:\d+", value):
         return "an address without a port (the port is the `port` key)"
+    if value.startswith("[") and value.endswith("]"):
+        return "an IPv6 address without brackets, such as :: or ::1"
     if re.fullmatch(r"[\d.]+", value):
         return "an IPv4 address such as 0.0.0.0, 127.0.0.1 or 192.168.1.50 (four numbers from 0 to 255)"
     labels = value.rstrip(".").split(".")
@@ -78,6 +90,16 @@ def power_limit(value) -> str | None:
     return None
 
 
+_NULL_WORDS = ("none", "null", "nil", "~")
+
+
+def not_null_word(value: str) -> str | None:
+    """A nullable key given the word None as a string (a host named 'None', a key file named 'null')."""
+    if value.strip().lower() in _NULL_WORDS:
+        return f"null (Python None, not the string {value!r})"
+    return None
+
+
 def extra_arg(value: str) -> str | None:
     if value == "":
         return "a non-empty argument"
@@ -101,6 +123,19 @@ def git_ref(value: str) -> str | None:
     return None
 
 
+_HUB_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
+
+
+def hub_repo(value: str) -> str | None:
+    """OWNER/NAME as huggingface_hub's validate_repo_id takes it (model_info refuses the others)."""
+    parts = value.split("/")
+    if (len(parts) == 2 and all(_HUB_PART.fullmatch(part) for part in parts) and "--" not in value
+            and ".." not in value and not value.endswith(".git")):
+        return None
+    return ("a Hub repository OWNER/NAME such as unsloth/GLM-4.7-GGUF (letters, digits, '-', '_', '.'; "
+            "no '--' or '..', neither part starting or ending with '-' or '.', not ending in .git)")
+
+
 def relative_path(value: str) -> str | None:
     """A path inside a repository: relative, '/'-separated, never leaving it."""
     parts = value.split("/")
@@ -114,6 +149,9 @@ def absolute_path(value: str) -> str | None:
         return "an absolute path such as /opt/llamarig, without '..', '//', a trailing '/' or spaces"
     if value == "/":
         return "a directory below / (llamarig writes into it)"
+    if not re.fullmatch(r"[A-Za-z0-9._/+@,=:-]+", value):
+        # unit settings such as ReadOnlyPaths= read % specifiers, quotes and backslashes themselves
+        return "a path of letters, digits and . _ - + @ , = : / (a unit would read %, $, quotes or backslashes as its own syntax)"
     return None
 
 
@@ -148,8 +186,8 @@ def pip_requirement(value: str, name: str) -> str | None:
     from packaging.requirements import InvalidRequirement, Requirement
     try:
         req = Requirement(value)
-    except InvalidRequirement as exc:
-        return f"a pip requirement such as 'huggingface_hub>=1.0,<3' ({exc})"
+    except InvalidRequirement:  # packaging's own words span lines and point at a column
+        return f"a pip requirement such as '{name}>=1.0,<3'"
     if req.name.lower().replace("-", "_") != name:
         return f"a requirement of {name}, such as '{name}>=1.0,<3'"
     return None
@@ -161,7 +199,11 @@ _DEB = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 def debian_package(value: str) -> str | None:
     if _DEB.fullmatch(value):
         return None
-    return "a Debian package name such as build-essential (lower case letters, digits, '+', '-', '.')"
+    words = "a Debian package name such as build-essential (lower case letters, digits, '+', '-', '.')"
+    if re.fullmatch(r"[a-z0-9][a-z0-9+.-]+[=:].*", value):  # tasks/build.py compares names with dpkg's
+        return words[:-1] + "; no version or architecture)"
+    guess = re.sub(r"[\s_]+", "-", value.strip().lower())
+    return words + (f" (did you mean {guess}?)" if _DEB.fullmatch(guess) else "")
 
 
 # What llamarig sets in every unit, and what llama-server reads as flags or secrets: never from `environment`.
