@@ -1,0 +1,268 @@
+"""The rules across keys, and the single values the data alone decides, of one host's normalized data.
+
+``cross_check`` (ports, names, GPUs, tensor splits and overrides, placement, forks) and
+``value_problems`` (``llamarig/hostdata/values.py``: addresses, ports, paths, refs, URLs,
+power, environment) read a document the schema took, or its sanitized remainder
+(``validate.py``): each rule skips a shape the schema already refused.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+
+from llamarig.forks.options import fork_problems
+from llamarig.hostdata import messages, values
+from llamarig.hostdata.problems import Key, Masked, Problem
+from llamarig.hostdata.schema import FORKS
+
+
+PLACEMENT_FLAGS = ("-ngl", "--gpu-layers", "--n-gpu-layers", "-ts", "--tensor-split", "-ot", "--override-tensor",
+                   "-ncmoe", "--n-cpu-moe", "-cmoe", "--cpu-moe", "--fit", "-fit")
+
+
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW", re.I)
+
+
+def _api_key_flag(arg) -> bool:
+    """An extra_args item that is --api-key or --api-key-file, however its value is attached."""
+    return isinstance(arg, str) and re.split(r"[=\s]", arg.strip(), maxsplit=1)[0] in ("--api-key", "--api-key-file")
+
+
+def _secret_arg(args, j: int) -> bool:
+    """extra_args[j] is an API key, or holds one (never shown)."""
+    arg = args[j]
+    if not isinstance(arg, str):
+        return False
+    return (j > 0 and isinstance(args[j - 1], str) and args[j - 1].strip() == "--api-key") or (
+        re.split(r"[=\s]", arg.strip(), maxsplit=1)[0] == "--api-key" and arg.strip() != "--api-key")
+
+
+def value_problems(host: str, doc: dict) -> list[Problem]:
+    """Single values the data alone shows a deploy would refuse (llamarig/hostdata/values.py)."""
+    out = []
+
+    def check(path, value, why):
+        if why:
+            out.append(Problem(host, path, value, why))
+
+    def each(path, value, rule, *args):
+        if value is None:
+            return  # unset, or refused by the schema already
+        try:
+            check(path, value, rule(value, *args))
+        except (TypeError, ValueError, AttributeError):
+            pass  # a shape the schema refused
+
+    each("build_git_url", doc["build_git_url"], values.git_url)
+    each("build_ref", doc["build_ref"], values.git_ref)
+    for key in ("build_root", "models_dir"):
+        each(key, doc[key], values.absolute_path)
+    each("build_ccache_dir", doc["build_ccache_dir"], values.absolute_path)
+    each("hub_endpoint", doc["hub_endpoint"], values.http_url)
+    each("hub_client", doc["hub_client"], values.pip_requirement, "huggingface_hub")
+    each("hub_token_file", doc["hub_token_file"], values.not_null_word)
+    for i, package in enumerate(doc["build_packages"] or []):  # None: refused by the schema
+        each(f"build_packages[{i}]", package, values.debian_package)
+    each("power_limit_w", doc["power_limit_w"], values.power_limit)
+    for index, watts in (doc["power_limits_w"] or {}).items():
+        each(f"power_limits_w[{index}]", watts, values.power_limit)
+    for name, model in (doc["models"] or {}).items():
+        if not isinstance(model, dict):
+            continue  # refused by the schema
+        each(f"models.{name}.repo", model["repo"], values.hub_repo)
+        each(f"models.{name}.revision", model["revision"], values.git_ref)
+        each(f"models.{name}.file", model["file"], values.relative_path)
+        for j, pattern in enumerate(model["include"] or []):
+            if isinstance(pattern, str) and (".." in pattern.split("/") or pattern.startswith("/")):
+                check(f"models.{name}.include[{j}]", pattern, "a pattern inside the repository (relative, no '..')")
+    for i, svc in enumerate(doc["services"] or []):
+        if not isinstance(svc, dict):
+            continue  # refused by the schema
+        where = f"services[{i}]"
+        each(f"{where}.host", svc["host"], values.bind_address)
+        for key in ("host", "api_key_file"):
+            each(f"{where}.{key}", svc[key], values.not_null_word)
+        each(f"{where}.port", svc["port"], values.service_port)
+        for j, arg in enumerate(svc["extra_args"]):
+            if not (_api_key_flag(arg) or _secret_arg(svc["extra_args"], j)):  # reported, masked, by cross_check
+                each(f"{where}.extra_args[{j}]", arg, values.extra_arg)
+        for key in svc["environment"]:
+            each(f"{where}.environment", Key(key), values.environment_key)
+    return out
+
+
+def service_gpus(doc: dict, service: dict) -> list[int]:
+    """The rig GPU indices a service uses (null means all of the rig's)."""
+    if service["gpus"] is None:
+        return list(range(len(doc["gpus"])))
+    return list(service["gpus"])
+
+
+RESERVED_NAMES = {"power"}  # llamarig-power.service is the boot-time power unit
+
+
+_DEVICE = re.compile(r"(CPU|CUDA(\d+))")
+
+
+def cross_check(host: str, doc: dict) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def bad(path, value, expected):
+        problems.append(Problem(host, path, value, expected))
+
+    # Whatever the schema refused as a whole is None here: the rules that need it are skipped.
+    n_gpus = len(doc["gpus"]) if isinstance(doc["gpus"], list) else None
+
+    archs = doc["build_cuda_architectures"]
+    if isinstance(archs, str):
+        if archs != "auto":
+            items = [a.strip() for a in re.split(r"[,;\s]+", archs.strip()) if a.strip()]
+            hint = " (did you mean auto?)" if archs.strip().lower() == "auto" else ""
+            if items and all(values.cuda_architecture(a) is None for a in items):  # '86' or '86;89'
+                hint = f" (a list even for one: {[int(a) if a.isdigit() else a for a in items]!r})"
+            bad("build_cuda_architectures", archs, "`auto` or a list of architectures such as [86, 89]" + hint)
+    elif not archs:
+        bad("build_cuda_architectures", archs, "`auto` or at least one architecture such as [86]")
+    else:
+        for i, arch in enumerate(archs):
+            why = values.cuda_architecture(arch)
+            if why:
+                bad(f"build_cuda_architectures[{i}]", arch, why)
+
+    targets = doc["build_targets"]
+    if isinstance(targets, list) and all(isinstance(t, str) for t in targets) and "llama-server" not in targets:
+        bad("build_targets", doc["build_targets"], "a list that includes llama-server")
+
+    if doc["service_user"] == "root":
+        bad("service_user", doc["service_user"], "a user other than root (the hardened units run the servers unprivileged)")
+
+    if doc["power_limit_w"] is not None and n_gpus == 0:
+        bad("power_limit_w", doc["power_limit_w"], "null on a rig without GPUs")
+    for index in doc["power_limits_w"] or {}:
+        if n_gpus is not None and index >= n_gpus:
+            bad(f"power_limits_w[{index}]", doc["power_limits_w"][index],
+                f"a GPU index below {n_gpus} (the rig declares {n_gpus} GPU(s))")
+
+    for name, model in (doc["models"] or {}).items():
+        if not isinstance(model, dict):
+            continue  # refused by the schema
+        if model["file"] is not None and all(isinstance(pat, str) for pat in model["include"]) and not any(
+                fnmatch.fnmatchcase(model["file"], pat) for pat in model["include"]):
+            bad(f"models.{name}.file", model["file"], f"a file matched by include {model['include']}")
+        if model["file"] is not None and not model["file"].endswith(".gguf"):
+            bad(f"models.{name}.file", model["file"], "a .gguf file")
+
+    seen_names: dict[str, int] = {}
+    seen_ports: dict[int, int] = {}
+    used_gpus: dict[int, int] = {}
+    for i, svc in enumerate(doc["services"] or []):
+        try:
+            _service_rules(doc, i, svc, bad, seen_names, seen_ports, used_gpus, n_gpus)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            continue  # a shape the schema refused: its problems are reported already
+    return problems
+
+
+def _service_rules(doc, i, svc, bad, seen_names, seen_ports, used_gpus, n_gpus) -> None:
+    """The cross-field rules of one service (``bad`` records a problem)."""
+    where = f"services[{i}]"
+    if svc["name"] in seen_names:
+        bad(f"{where}.name", svc["name"], f"a name no other service of this rig has (services[{seen_names[svc['name']]}] has it)")
+    seen_names.setdefault(svc["name"], i)
+    if svc["name"] in RESERVED_NAMES:
+        bad(f"{where}.name", svc["name"], f"a name other than {', '.join(sorted(RESERVED_NAMES))} (llamarig's own units use them)")
+    if svc["port"] in seen_ports:
+        bad(f"{where}.port", svc["port"], f"a port no other service of this rig uses (services[{seen_ports[svc['port']]}] has it)")
+    seen_ports.setdefault(svc["port"], i)
+    if doc["models"] is not None and svc["model"] not in doc["models"]:
+        declared = ", ".join(sorted(doc["models"])) or "none"
+        bad(f"{where}.model", svc["model"], f"a model declared under `models` (declared: {declared})")
+
+    gpus = svc["gpus"] if svc["gpus"] is not None else list(range(n_gpus)) if n_gpus is not None else None
+    if gpus is not None and not all(isinstance(g, int) for g in gpus):
+        gpus = None  # the schema refused an index
+    if gpus is None:  # unknown: the rules that need the service's GPUs are skipped
+        _service_rules_without_gpus(doc, where, svc, bad)
+        return
+    for j, index in enumerate(gpus):
+        if n_gpus is not None and index >= n_gpus:
+            bad(f"{where}.gpus[{j}]", index, f"a GPU index below {n_gpus} (the rig declares {n_gpus} GPU(s))")
+    if len(set(gpus)) != len(gpus):
+        bad(f"{where}.gpus", gpus, "each GPU at most once")
+    for index in gpus:
+        other = used_gpus.get(index)
+        if other is not None and not (svc["shared_gpus"] and doc["services"][other]["shared_gpus"]):
+            bad(f"{where}.gpus", gpus,
+                f"GPUs not used by another service, or shared_gpus: true on both (GPU {index} is also in services[{other}])")
+            break
+    for index in gpus:
+        used_gpus.setdefault(index, i)
+
+    split = svc["tensor_split"]
+    if split is not None and not all(isinstance(x, (int, float)) for x in split):
+        split = None  # the schema refused an item
+    if split is not None and len(split) != len(gpus):
+        bad(f"{where}.tensor_split", split, f"{len(gpus)} proportion(s), one per service GPU")
+    if split is not None and not any(split):
+        bad(f"{where}.tensor_split", svc["tensor_split"], "at least one non-zero proportion")
+    if svc["main_gpu"] is not None and svc["main_gpu"] >= max(len(gpus), 1):
+        bad(f"{where}.main_gpu", svc["main_gpu"], f"an index below {len(gpus)} into the service's GPUs")
+    _service_rules_without_gpus(doc, where, svc, bad)
+    _tensor_override_rules(where, svc, gpus, bad)
+
+
+def _service_rules_without_gpus(doc, where, svc, bad) -> None:
+    """The rules of one service that do not depend on its GPUs."""
+    if svc["api_key_env"] and svc["api_key_file"]:
+        bad(f"{where}.api_key_file", svc["api_key_file"], "null when api_key_env is set (one source per key)")
+    args = [a for a in svc["extra_args"] if isinstance(a, str)]  # the schema refused the others
+    if any(_api_key_flag(a) for a in args):
+        bad(f"{where}.extra_args", Masked(_masked_args(svc["extra_args"])),
+            "no --api-key or --api-key-file (a key on the command line is readable by every local user: use api_key_env or api_key_file)")
+    if svc["placement"] == "auto":
+        for key in ("n_gpu_layers", "tensor_split", "n_cpu_moe", "cpu_moe", "fit"):
+            if svc[key] not in (None, False) and not (key == "fit" and svc[key] is False):
+                bad(f"{where}.{key}", svc[key], "null with placement: auto (the planner sets the placement)")
+        if svc["tensor_overrides"]:
+            bad(f"{where}.tensor_overrides", svc["tensor_overrides"], "[] with placement: auto (the planner sets them)")
+        if svc["split_mode"] not in (None, "layer"):
+            bad(f"{where}.split_mode", svc["split_mode"], "null or layer with placement: auto (the planner splits by layer)")
+        if svc["ctx_size"] is None:
+            bad(f"{where}.ctx_size", None, "a context size with placement: auto (the KV cache is planned for it)")
+        for arg in args:
+            if arg.split("=", 1)[0] in PLACEMENT_FLAGS:
+                bad(f"{where}.extra_args", arg, "no placement flag with placement: auto (the planner sets them)")
+    if doc["build_fork"] in FORKS:  # else refused by the schema: the fork is unknown
+        for key, value, expected in fork_problems(doc["build_fork"], svc):
+            bad(f"{where}.{key}", value, expected)
+
+
+def _tensor_override_rules(where, svc, gpus, bad) -> None:
+    for j, pair in enumerate(svc["tensor_overrides"]):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            continue  # refused by the schema
+        pattern, device = pair
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            bad(f"{where}.tensor_overrides[{j}][0]", pattern, f"a regular expression that compiles ({exc})")
+        if "=" in pattern or "," in pattern:
+            bad(f"{where}.tensor_overrides[{j}][0]", pattern, "a pattern without '=' or ',' (llama-server splits on them)")
+        match = _DEVICE.fullmatch(device)
+        devices = ["CPU"] + [f"CUDA{k}" for k in range(len(gpus))]
+        if not match or (match.group(2) is not None and int(match.group(2)) >= len(gpus)):
+            hint = messages.near(device, devices) if device.upper() in devices else ""  # llama-server compares exactly
+            bad(f"{where}.tensor_overrides[{j}][1]", device, "a device of this service: " + ", ".join(devices) + hint)
+
+
+def _masked_args(args: list) -> str:
+    """extra_args as written, with the value of every --api-key replaced by ***."""
+    out = []
+    for j, arg in enumerate(args):
+        if _secret_arg(args, j):
+            flag = re.split(r"[=\s]", arg.strip(), maxsplit=1)[0]
+            out.append("***" if flag != "--api-key" else "--api-key=***" if "=" in arg else "--api-key ***")
+        else:
+            out.append(repr(arg) if isinstance(arg, str) else "...")  # an item the schema refused (reported)
+    return "[" + ", ".join(out) + "]"
