@@ -20,7 +20,7 @@ from llamarig.commands import lock as lockcli
 from llamarig.commands.releases import ReleaseError, read_locks, release_of
 from llamarig.release.flags import server_args
 from llamarig.release.placements import checkable
-from llamarig.release.resolve import read_secrets, real_lookups
+from llamarig.release.resolve import LockUse, lock_coverage, read_secrets, real_lookups
 from llamarig.planner.gguf import GgufError, read_model
 from llamarig.planner.memory import GiB, MiB, Settings
 from llamarig.planner.plan import describe, plan
@@ -38,6 +38,14 @@ def cmd_check(args) -> int:
     lookups = real_lookups()
     for host, doc in docs.items():  # the controller's own secrets are known offline too (never shown)
         problems += read_secrets(host, doc, lookups)[2]
+    try:
+        path, locks = read_locks(args.inventory)
+    except ReleaseError as exc:
+        print(f"llamarig: {exc}", file=sys.stderr)
+        return 1
+    if locks is not None:  # a frozen inventory: what the lock does not cover would stop the deploy
+        for host, doc in docs.items():
+            problems += lock_coverage(host, doc, LockUse(path, locks.get(host)))
     if problems:
         print(format_problems(problems), file=sys.stderr)
         return 1

@@ -91,7 +91,8 @@ class ResolvedRig:
         return sp.placement if sp is not None else None
 
 
-def _lock_problems(host: str, doc: dict, use: LockUse) -> list[Problem]:
+def lock_coverage(host: str, doc: dict, use: LockUse) -> list[Problem]:
+    """What a frozen rig's data asks that its lock entry was not made from (the entry missing included)."""
     if use.entry is None:
         return [Problem(host, "rigs.lock", str(use.path), "an entry for this rig (run `llamarig lock` to add it)")]
     name = getattr(use.path, "name", str(use.path))
@@ -159,7 +160,7 @@ def resolve_rig(host: str, doc: dict, lookups: Lookups, lock: LockUse | None = N
     problems: list[Problem] = []
     notes: list[str] = []
     if lock is not None and lock.mode == "frozen":
-        problems += _lock_problems(host, doc, lock)
+        problems += lock_coverage(host, doc, lock)
         if problems:
             return None, problems
     commit = _commit(host, doc, lookups, lock, preview, notes, problems)

@@ -190,3 +190,24 @@ def test_render_prints_exactly_the_locked_unit_and_labels_a_preview(tmp_path, mo
     digest = entry["units"]["llamarig-chat.service"]
     assert header == f"# --- r1: /etc/systemd/system/llamarig-chat.service: exactly what a deploy installs ({digest}, as rigs.lock records)"
     assert lock.unit_digest(text[:-1]) == digest  # print adds one newline after the unit's own
+
+
+def test_check_names_what_the_lock_does_not_cover(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    inv = tmp_path / "inv.py"
+    text = textwrap.dedent("""\
+        rigs = [("r1", {"gpus": [], "build_git_url": "git://127.0.0.1:9/none", "build_ref": "%s",
+                        "hub_endpoint": "http://127.0.0.1:9",
+                        "models": {"gemma": {"repo": "acme/gemma-GGUF", "file": "g.gguf"}},
+                        "services": [{"name": "chat", "model": "gemma", "port": 8080}]})]
+    """ % COMMIT)
+    inv.write_text(text)
+    from llamarig.hostdata.inventory import load_checked
+    _, docs = load_checked(str(inv))
+    lock.write(tmp_path / "rigs.lock", {"r1": frozen_entry(docs["r1"])}, str(inv))
+    assert cli.main(["check", str(inv)]) == 0
+    capsys.readouterr()
+    inv.write_text(text.replace('"build_ref": "%s"' % COMMIT, '"build_ref": "b7100"'))
+    assert cli.main(["check", str(inv)]) == 1
+    err = capsys.readouterr().err
+    assert "r1: build_ref = 'b7100': expected what rigs.lock was locked from" in err and "llamarig lock --update" in err
