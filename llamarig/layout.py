@@ -42,9 +42,9 @@ def current_link(root: str, fork: str) -> str:
     return posixpath.join(root, fork)
 
 
-def server_binary(root: str, fork: str, prefix: str | None = None) -> str:
-    """llama-server of the build at ``prefix``; without one (offline, before the build), the stable link's."""
-    return posixpath.join(prefix or current_link(root, fork), "bin", "llama-server")
+def server_binary(prefix: str) -> str:
+    """llama-server of the build at ``prefix`` (units name the prefix, never the stable link)."""
+    return posixpath.join(prefix, "bin", "llama-server")
 
 
 def model_dir(models_dir: str, name: str) -> str:

@@ -357,9 +357,6 @@ def systemctl(*words):
         say(f"systemctl {' '.join(words)}: {type(exc).__name__}: {exc}")
 
 
-OLD_RECORD_TIMEOUT_S = 600
-
-
 def rollback(record_file, unit_dir):
     """Put back the last unit that answered, restart it and check it; always 1."""
     unit = os.path.basename(record_file)
@@ -375,10 +372,9 @@ def rollback(record_file, unit_dir):
             f"({type(exc).__name__}: {exc}): it is left as it is")
         return 1
     if isinstance(record, dict) and "expect" not in record and "url" in record:
-        # a record of the release before expectations: its unit and URL; only health and a completion checked
-        record["expect"] = {"unit": record.get("unit"), "url": record["url"],
-                            "api_key_file": record.get("api_key_file"), "timeout_s": OLD_RECORD_TIMEOUT_S,
-                            "prompt": "Reply with one short friendly sentence.", "max_tokens": 16, "props": {}}
+        # a record of the release before expectations: its unit and URL (DEFAULTS give the rest): only health
+        # and a completion are checked
+        record["expect"] = {"unit": record.get("unit"), "url": record["url"], "api_key_file": record.get("api_key_file")}
     try:
         unit, text, expect = record["unit"], record["text"], record["expect"]
         if not unit or "/" in unit or unit in (".", ".."):

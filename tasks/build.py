@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import shlex
 import json
+import shlex
 from dataclasses import dataclass
 
 from pyinfra import host

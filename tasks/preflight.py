@@ -26,7 +26,7 @@ from llamarig import layout
 from llamarig.hostdata.validate import Problem, format_problems, validate_all
 from llamarig.release import lock
 from llamarig.release.flags import placement_words
-from llamarig.release.assemble import Deployment, facts_from_lock, facts_from_rig, lock_problems, make_release
+from llamarig.release.assemble import Deployment, facts_from_rig, frozen_release, make_release
 from llamarig.release.resolve import LockUse, real_lookups, resolve_rig
 
 from .gpu_facts import GpuState, NvccPath
@@ -65,15 +65,11 @@ def deployment(name: str, doc: dict, lookups, locks, lock_file, target) -> tuple
     rig, problems = resolve_rig(name, doc, lookups, use)
     if rig is None:
         return None, problems
-    seen, why = rig_build_facts(target, doc) if target is not None else (None, None)
+    seen, why = rig_build_facts(target, doc)
     if why:
         return None, [Problem(name, "build_cuda_architectures", doc["build_cuda_architectures"], why)]
-    if rig.frozen is not None:
-        release = make_release(rig, facts_from_lock(rig.frozen))
-        problems = lock_problems(rig, release, seen)
-    else:
-        release = make_release(rig, seen) if seen is not None else None
-    if problems or release is None:
+    release, problems = frozen_release(rig, seen) if rig.frozen is not None else (make_release(rig, seen), [])
+    if problems:
         return None, problems
     return Deployment(rig, release), []
 

@@ -10,7 +10,7 @@ up (a ref, a revision) keeps its declared name; the preview lists both.
 from __future__ import annotations
 
 from llamarig.release import lock
-from llamarig.release.assemble import Deployment, assumed_facts, facts_from_lock, lock_problems, make_release
+from llamarig.release.assemble import Deployment, assumed_facts, frozen_release, make_release
 from llamarig.release.resolve import LockUse, real_lookups, resolve_rig
 
 
@@ -35,8 +35,7 @@ def release_of(host: str, doc: dict, locks: tuple[object, dict | None], lookups=
     if rig is None:
         raise ReleaseError("\n".join(map(str, problems)))
     if rig.frozen is not None:
-        release = make_release(rig, facts_from_lock(rig.frozen))
-        problems = lock_problems(rig, release)
+        release, problems = frozen_release(rig)
         if problems:
             raise ReleaseError("\n".join(map(str, problems)))
         return Deployment(rig, release)

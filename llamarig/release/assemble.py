@@ -140,7 +140,7 @@ def make_release(rig: ResolvedRig, facts: RigFacts, preview: list[str] | None = 
     plan["url"] = doc["build_git_url"]
     plan["record"] = json.dumps({"commit": plan["commit"], "url": plan["url"], "key": plan["key"],
                                  "targets": plan["targets"], "cmake_args": plan["cmake_args"]}, sort_keys=True)
-    binary = layout.server_binary(doc["build_root"], doc["build_fork"], plan["prefix"])
+    binary = layout.server_binary(plan["prefix"])
     units = {}
     for svc in doc["services"]:
         name = layout.unit_name(svc["name"])
@@ -154,6 +154,13 @@ def make_release(rig: ResolvedRig, facts: RigFacts, preview: list[str] | None = 
         power = render_power_unit(rig.host, boot_commands(declared_limits(doc), doc["power_persistence_mode"],
                                                           len(doc["gpus"])))
     return Release(rig.host, facts, plan, units, power, list(rig.notes) + list(preview or []))
+
+
+def frozen_release(rig: ResolvedRig, rig_facts: RigFacts | None = None) -> tuple[Release, list[Problem]]:
+    """The release of a rig frozen by its lock entry (built for the facts the lock holds), and where it departs
+    from the entry: ``lock_problems``, the rig's own facts included when given."""
+    release = make_release(rig, facts_from_lock(rig.frozen))
+    return release, lock_problems(rig, release, rig_facts)
 
 
 def lock_problems(rig: ResolvedRig, release: Release, rig_facts: RigFacts | None = None) -> list[Problem]:
