@@ -14,6 +14,7 @@ DIR = Path(__file__).resolve().parents[1] / "rig_programs"
 BUILD = "llamarig-build.sh"
 FETCH = "llamarig-fetch-model.py"
 CHECK = "llamarig-check.py"
+BENCH = "llamarig-bench.py"
 
 
 def path(name: str) -> Path:

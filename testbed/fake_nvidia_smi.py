@@ -3,7 +3,9 @@
 
 GPUs are declared in /etc/llamarig-testbed/gpus.json (a JSON list of objects with
 name, memory_mib, compute_cap, pci_bus_id, uuid, power_default_w, power_min_w,
-power_max_w; optional memory_used_mib, driver_version).  Mutable state (power limit,
+power_max_w; optional memory_used_mib, driver_version, power_draw_w (what power.draw
+reports, 20 W by default; a test sets it to check energy figures, and a draw above the
+current limit reads as the limit, as a real card holds it), clocks_sm_mhz, clocks_mem_mhz).  Mutable state (power limit,
 persistence mode) lives in /run/fake-nvidia/state.json: /run is a tmpfs, so it is
 lost on reboot exactly like a real power limit.
 
@@ -57,6 +59,9 @@ def load_gpus():
         g.setdefault("power_max_w", g["power_default_w"])
         g.setdefault("memory_used_mib", 1)
         g.setdefault("driver_version", DRIVER_VERSION)
+        g.setdefault("power_draw_w", 20.0)
+        g.setdefault("clocks_sm_mhz", 1695)
+        g.setdefault("clocks_mem_mhz", 9751)
         g["index"] = i
         gpus.append(g)
     return gpus
@@ -120,6 +125,11 @@ def _w(v):
     return "%.2f" % float(v)
 
 
+def draw(g, s):
+    """The declared draw, held at the current power limit."""
+    return min(float(g["power_draw_w"]), float(s["power_limit_w"]))
+
+
 # field -> (header unit or None, getter(gpu, state, count) -> (value, unit-suffix or None))
 def _field_table():
     def mem(key):
@@ -155,13 +165,16 @@ def _field_table():
         "memory.free": mem("free"),
         "memory.reserved": mem("reserved"),
         "power.management": plain(lambda g, s, n: "Enabled"),
-        "power.draw": pw(lambda g, s: 20.0),
+        "power.draw": pw(draw),
         "power.limit": pw(lambda g, s: s["power_limit_w"]),
         "enforced.power.limit": pw(lambda g, s: s["power_limit_w"]),
         "power.default_limit": pw(lambda g, s: g["power_default_w"]),
         "power.min_limit": pw(lambda g, s: g["power_min_w"]),
         "power.max_limit": pw(lambda g, s: g["power_max_w"]),
         "temperature.gpu": (None, lambda g, s, n: ("30", None)),
+        "clocks.sm": ("MHz", lambda g, s, n: (str(g["clocks_sm_mhz"]), "MHz")),
+        "clocks.mem": ("MHz", lambda g, s, n: (str(g["clocks_mem_mhz"]), "MHz")),
+        "clocks.max.sm": ("MHz", lambda g, s, n: (str(g["clocks_sm_mhz"]), "MHz")),
         "utilization.gpu": ("%", lambda g, s, n: ("0", "%")),
         "utilization.memory": ("%", lambda g, s, n: ("0", "%")),
         "fan.speed": ("%", lambda g, s, n: ("30", "%")),
@@ -313,7 +326,7 @@ def summary(gpus, selected):
         lines.append("| %3d  %-26.26s %6s | %-16s  Off | %20s |" % (
             g["index"], g["name"], "On" if s["persistence_mode"] else "Off", g["pci_bus_id"], "N/A"))
         lines.append("| 30%%   30C    P8 %10s / %6s | %9s / %9s | %7s      Default |" % (
-            "20W", "%dW" % round(s["power_limit_w"]), "%dMiB" % g["memory_used_mib"],
+            "%dW" % round(draw(g, s)), "%dW" % round(s["power_limit_w"]), "%dMiB" % g["memory_used_mib"],
             "%dMiB" % g["memory_mib"], "0%"))
         lines.append("|" + "-" * 41 + "+" + "-" * 24 + "+" + "-" * 22 + "+")
     lines += ["", bar,
@@ -336,7 +349,7 @@ def query_power(gpus, selected):
     for g in selected:
         s = state[g["uuid"]]
         lines += ["GPU %s" % g["pci_bus_id"], "    GPU Power Readings"]
-        for k, v in [("Power Draw", 20.0), ("Current Power Limit", s["power_limit_w"]),
+        for k, v in [("Power Draw", draw(g, s)), ("Current Power Limit", s["power_limit_w"]),
                      ("Requested Power Limit", s["power_limit_w"]),
                      ("Default Power Limit", g["power_default_w"]),
                      ("Min Power Limit", g["power_min_w"]), ("Max Power Limit", g["power_max_w"])]:

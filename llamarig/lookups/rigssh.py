@@ -1,4 +1,4 @@
-"""The controller's one way to a rig outside pyinfra (``llamarig verify``, ``llamarig lock``): SSH with
+"""The controller's one way to a rig outside pyinfra (``llamarig verify``, ``lock``, ``bench``): SSH with
 the rig's pyinfra connection data, through paramiko (pyinfra's own transport)."""
 
 from __future__ import annotations
@@ -43,10 +43,19 @@ def ssh_rig(host: str, data: dict):
         timeout=CONNECT_TIMEOUT_S, banner_timeout=CONNECT_TIMEOUT_S, auth_timeout=CONNECT_TIMEOUT_S)
     sudo = "sudo -n " if data.get("_sudo") else ""
 
-    def run(command: str, timeout: float = 30) -> tuple[int | None, str, str]:
+    def run(command: str, timeout: float = 30, on_line=None) -> tuple[int | None, str, str]:
+        """``timeout``: the longest silence on stdout. ``on_line(text)`` sees each stdout line as it comes."""
         try:
             _, out, err = client.exec_command(sudo + command, timeout=timeout)
-            stdout, stderr = out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
+            if on_line is None:
+                stdout = out.read().decode("utf-8", "replace")
+            else:
+                lines = []
+                for raw in iter(out.readline, ""):
+                    lines.append(raw)
+                    on_line(raw.rstrip("\n"))
+                stdout = "".join(lines)
+            stderr = err.read().decode("utf-8", "replace")
             return out.channel.recv_exit_status(), stdout, stderr
         except (OSError, paramiko.SSHException) as exc:
             return None, "", f"{type(exc).__name__}: {exc}"

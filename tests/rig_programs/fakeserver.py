@@ -1,4 +1,5 @@
-"""A small fake llama-server on a free loopback port: /health, /props and /v1/chat/completions.
+"""A small fake llama-server on a free loopback port: /health, /props, /v1/chat/completions, and for the
+bench program /slots, /tokenize (one token per word) and /completion (timings from a fixed speed).
 
 Configurable while it runs: the /health status sequence (each request takes the next one, the
 last one repeats), the /props body, the completion's status and body, and an API key every
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -55,6 +57,9 @@ class Config:
     completion: object = field(default_factory=completion)  # a dict (sent as JSON) or raw text
     completion_status: int = 200
     api_key: str | None = None
+    slots: list | None = None          # /slots' body; None: 501, as a server started with --no-slots
+    prefill_tps: float = 1000.0        # /completion's timings
+    decode_tps: float = 50.0
 
 
 class FakeLlamaServer:
@@ -86,18 +91,32 @@ class FakeLlamaServer:
                 auth = self.headers.get("Authorization")
                 with fake.lock:
                     fake.seen.append(Seen(method, self.path, auth, body))
-                    cfg = fake.config
-                    if cfg.api_key is not None and auth != f"Bearer {cfg.api_key}":
-                        return self.answer(401, {"error": {"code": 401, "message": "Invalid API Key",
-                                                           "type": "authentication_error"}})
-                    if method == "GET" and self.path == "/health":
-                        status = cfg.health.pop(0) if len(cfg.health) > 1 else cfg.health[0]
-                        return self.answer(status, {"status": "ok"} if status == 200 else
-                                           {"error": {"code": status, "message": "Loading model"}})
-                    if method == "GET" and self.path == "/props":
-                        return self.answer(cfg.props_status, cfg.props)
-                    if method == "POST" and self.path == "/v1/chat/completions":
-                        return self.answer(cfg.completion_status, cfg.completion)
+                cfg = fake.config
+                if cfg.api_key is not None and auth != f"Bearer {cfg.api_key}":
+                    return self.answer(401, {"error": {"code": 401, "message": "Invalid API Key",
+                                                       "type": "authentication_error"}})
+                if method == "GET" and self.path == "/health":
+                    status = cfg.health.pop(0) if len(cfg.health) > 1 else cfg.health[0]
+                    return self.answer(status, {"status": "ok"} if status == 200 else
+                                       {"error": {"code": status, "message": "Loading model"}})
+                if method == "GET" and self.path == "/props":
+                    return self.answer(cfg.props_status, cfg.props)
+                if method == "POST" and self.path == "/v1/chat/completions":
+                    return self.answer(cfg.completion_status, cfg.completion)
+                if method == "GET" and self.path == "/slots":
+                    if cfg.slots is None:
+                        return self.answer(501, {"error": {"code": 501, "message": "This server does not "
+                                                           "support slots endpoint."}})
+                    return self.answer(200, cfg.slots)
+                if method == "POST" and self.path == "/tokenize":
+                    words = body["content"].split()
+                    return self.answer(200, {"tokens": [sum(map(ord, w)) % 30000 for w in words]})
+                if method == "POST" and self.path == "/completion":
+                    n, gen = len(body["prompt"]), body["n_predict"]
+                    time.sleep(n / cfg.prefill_tps + gen / cfg.decode_tps)  # as long as its timings say
+                    return self.answer(200, {"content": "x" * gen, "timings": {
+                        "cache_n": 0, "prompt_n": n, "prompt_ms": n / cfg.prefill_tps * 1000,
+                        "predicted_n": gen, "predicted_ms": gen / cfg.decode_tps * 1000}})
                 return self.answer(404, {"error": {"code": 404, "message": "File Not Found"}})
 
             def do_GET(self):
