@@ -88,14 +88,15 @@ class Server:
                 exc.close()
 
     def busy_slots(self):
-        """Number of slots processing a request now; None when /slots is not available."""
+        """Number of slots processing a request now (llama.cpp's ``is_processing``, ik_llama.cpp's ``state``
+        other than idle); None when /slots is not available."""
         try:
             status, slots = self.call("/slots")
         except (OSError, ValueError):
             return None
         if status != 200 or not isinstance(slots, list):
             return None
-        return sum(1 for s in slots if isinstance(s, dict) and (s.get("is_processing") or s.get("state") == 1))
+        return sum(1 for s in slots if isinstance(s, dict) and (s.get("is_processing") or (s.get("state") or 0) != 0))
 
 
 # --- power sampling ------------------------------------------------------------------------------

@@ -101,13 +101,49 @@ def provenance_changes(old: dict, new: dict) -> list[str]:
             if isinstance(a, str) and isinstance(b, str) and len(a) == len(b) == 40:
                 out.append(f"{what}: {a[:12]} -> {b[:12]}")
             elif isinstance(a, list) and isinstance(b, list) and what == "server flags":
-                gone = [w for w in a if w not in b]
-                added = [w for w in b if w not in a]
-                out.append(f"{what}: {' '.join(gone) or '(none)'} -> {' '.join(added) or '(none)'}"
-                           if gone or added else f"{what}: reordered")
+                out.append(f"{what}: {flag_changes(a, b)}")
             else:
                 out.append(f"{what}: {_short(a)} -> {_short(b)}")
     return out
+
+
+def flags(argv: list[str]) -> dict[str, str | None]:
+    """A command line's flags and their values (the program, before the first flag, left out)."""
+    out: dict[str, str | None] = {}
+    words = list(argv)
+    while words and not words[0].startswith("-"):
+        words.pop(0)
+    flag = None
+    for word in words:
+        if word.startswith("-") and not _number(word):
+            name, eq, value = word.partition("=")
+            out[name] = value if eq else None
+            flag = None if eq else name
+        elif flag is not None:
+            out[flag] = word if out[flag] is None else f"{out[flag]} {word}"
+    return out
+
+
+def _number(word: str) -> bool:
+    try:
+        float(word)
+        return True
+    except ValueError:
+        return False
+
+
+def flag_changes(old: list[str], new: list[str]) -> str:
+    """``--threads 2 -> 1, added --api-key-file ..., removed --mlock``: the flags that differ, by name."""
+    a, b = flags(old), flags(new)
+    parts = []
+    for name in sorted(set(a) | set(b)):
+        if name not in b:
+            parts.append(f"removed {name}")
+        elif name not in a:
+            parts.append(f"added {name}" + (f" {b[name]}" if b[name] is not None else ""))
+        elif a[name] != b[name]:
+            parts.append(f"{name} {a[name]} -> {b[name]}")
+    return ", ".join(parts) or "the same flags in another order"
 
 
 def _short(value) -> str:

@@ -14,6 +14,7 @@ with ``--compare``, none regressed), 1 otherwise, 2 for usage errors.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -28,13 +29,19 @@ from llamarig.bench.compare import compare, provenance_changes
 from llamarig.bench.energy import limits_seen
 from llamarig.bench.summary import row_from_json, summarize
 from llamarig.commands.releases import ReleaseError, read_locks, release_of
-from llamarig.commands.verify import lookups
+from llamarig.commands import verify
 from llamarig.hostdata.inventory import load_checked
 from llamarig.hostdata.validate import service_gpus
 from llamarig.lookups.rigssh import ssh_rig
 
 DEFAULT_DEPTHS = (512, 4096, 16384, 32768, 65536, 131072)
 SCHEMA = 1
+
+
+def lookups():
+    """The resolver's lookups for bench: verify's (no git), and no API key read on the controller: the rig
+    program reads a service's key from the root-only file the deploy installed there."""
+    return dataclasses.replace(verify.lookups(), api_key=lambda service: None)
 
 
 def depths_arg(text: str) -> list[int]:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import textwrap
 
 import pytest
 
-from .conftest import NO_AMX, results
+from .conftest import NO_AMX, ROOT, results
 from .test_deploy import chat, failed_ops
 
 pytestmark = pytest.mark.slow
 
 
-def test_an_ik_llama_cpp_rig_serves_a_completion(bed):
+def test_an_ik_llama_cpp_rig_serves_a_completion_and_is_measured(bed, tmp_path):
     from testbed.common import free_port
     from testbed.rig import Rig, gpu_specs
     from testbed.sources import ensure_ik_llama_cpp_repo
@@ -61,3 +64,11 @@ def test_an_ik_llama_cpp_rig_serves_a_completion(bed):
     again = bed.pyinfra("-y", "--json", inventory=inventory)
     assert again.returncode == 0, again.stderr[-3000:]
     assert [op["name"] for op in results(again)["results"]["operations"] if op["success"]] == []
+    # ik_llama.cpp's server is measured the same way: its timings, token prompts, no prompt cache
+    measured = subprocess.run([sys.executable, "-m", "llamarig", "bench", str(inventory), "--depths", "64",
+                               "--repetitions", "2", "--tokens", "8", "--no-charts", "--results", str(tmp_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert measured.returncode == 0, measured.stdout[-2000:] + measured.stderr[-3000:]
+    result = json.loads(next((tmp_path / "rigik" / "chat").glob("*.json")).read_text())
+    assert result["release"]["fork"] == "ik_llama.cpp" and result["server"]["build"]["commit"] == commit
+    assert [r["prompt_n"] for r in result["runs"]] == [64, 64] and result["summary"][0]["decode_tps"]["mean"] > 0

@@ -20,6 +20,7 @@ from .test_deploy import chat
 
 pytestmark = pytest.mark.slow
 
+CANARY = "sk-llamarig-CANARY-b3nch"
 DRAW_W = [150.0, 90.0, 40.0]  # rig1's three cards; its chat service runs on cards 0 and 1
 
 
@@ -128,13 +129,18 @@ def test_compare_calls_a_slower_service_a_regression_and_names_what_changed(bed,
     original = bed.inventory.read_text()
     assert "'threads': 2" in original.split("attic = ")[1]
     rig1, rig2 = original.split("attic = ")
-    bed.inventory.write_text(rig1 + "attic = " + rig2.replace("'threads': 2", "'threads': 1", 1))
+    # one thread instead of two, and an API key: the bench reads it on the rig, the controller needs none
+    rig2 = rig2.replace("'threads': 2", "'threads': 1", 1).replace(
+        "'sampling': {'temp': 0.0}", "'sampling': {'temp': 0.0}, 'api_key_env': 'CHAT_API_KEY'", 1)
+    bed.inventory.write_text(rig1 + "attic = " + rig2)
     try:
-        deploy = bed.pyinfra("-y", "--limit", "rig2")
+        deploy = bed.pyinfra("-y", "--limit", "rig2", extra_env={"CHAT_API_KEY": CANARY})
         assert deploy.returncode == 0, deploy.stderr[-4000:]
         second = bench(bed, tmp_path, *args, "--compare")
         print(second.stdout, second.stderr)
         assert second.returncode == 1, second.stdout[-3000:] + second.stderr[-3000:]
+        kept = "".join(p.read_text() for p in (tmp_path / "rig2" / "chat").iterdir())
+        assert CANARY not in second.stdout + second.stderr + kept
         assert "REGRESSION rig2 chat depth 128 " in second.stderr
         results = sorted((tmp_path / "rig2" / "chat").glob("*.json"))
         assert len(results) == 2
@@ -142,8 +148,8 @@ def test_compare_calls_a_slower_service_a_regression_and_names_what_changed(bed,
         assert newest["compared"]["with"] == results[0].name
         verdicts = {c["figure"]: c["verdict"] for c in newest["compared"]["changes"]}
         assert "regression" in (verdicts["decode_tps"], verdicts["prefill_tps"]), verdicts
-        assert any(p.startswith("server flags: ") and "2" in p and "1" in p
-                   for p in newest["compared"]["provenance_changes"]), newest["compared"]
+        flags = [p for p in newest["compared"]["provenance_changes"] if p.startswith("server flags: ")]
+        assert flags and "--threads 2 -> 1" in flags[0] and "added --api-key-file" in flags[0], newest["compared"]
         assert "compared with" in second.stdout and "regression" in second.stdout
     finally:
         bed.inventory.write_text(original)

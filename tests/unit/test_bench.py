@@ -134,8 +134,18 @@ def test_provenance_changes_name_what_moved():
     new["server"]["argv"] = ["x", "-t", "1"]
     new["power_limits_w"] = {"0": [250.0]}
     assert provenance_changes(old, new) == [
-        "build commit: aaaaaaaaaaaa -> bbbbbbbbbbbb", "server flags: 2 -> 1",
+        "build commit: aaaaaaaaaaaa -> bbbbbbbbbbbb", "server flags: -t 2 -> 1",
         "GPU power limits: {'0': [350.0]} -> {'0': [250.0]}"]
+
+
+def test_flag_changes_are_named_by_flag():
+    from llamarig.bench.compare import flag_changes
+    old = ["/opt/b/llama-server", "--model", "/m.gguf", "--threads", "2", "--mlock", "-ot", "a=CPU", "--temp", "-1"]
+    new = ["/opt/c/llama-server", "--model", "/m.gguf", "--threads", "1", "-ot", "a=CPU", "--temp", "-1",
+           "--api-key-file", "/run/k", "--jinja"]
+    assert flag_changes(old, new) == "added --api-key-file /run/k, added --jinja, removed --mlock, --threads 2 -> 1"
+    moved = [w for w in old if w != "--mlock"] + ["--mlock"]
+    assert flag_changes(old, moved) == "the same flags in another order"
 
 
 def test_the_table_has_the_seeds_columns():
