@@ -98,7 +98,9 @@ def test_bench_measures_a_deployed_service_as_it_runs_and_leaves_it_running(bed,
     # provenance: the rig's own records of what runs, and the release beside them
     server, release, facts = result["server"], result["release"], result["rig_facts"]
     assert server["pid"] == pid and server["unit"] == "llamarig-chat.service"
-    assert server["build"]["commit"] == release["commit"] and len(release["commit"]) == 40
+    assert len(server["build"]["commit"]) == 40 and server["build"]["url"].endswith("llama.cpp.git")
+    if release["exact"]:  # under rigs.lock the release names the commit; a preview may keep the declared ref
+        assert server["build"]["commit"] == release["commit"]
     assert server["build"]["cmake_args"] == release["cmake_args"]
     assert result["runs_release_flags"] is True and "--ctx-size" in server["argv"]
     assert release["model"]["repo"] == "testbed/gemma-3-270m-GGUF"

@@ -152,6 +152,7 @@ def test_ranged_get(hub, hub_root):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(urllib.request.Request(url, headers={"Range": f"bytes={len(data)}-"}))
     assert e.value.code == 416
+    e.value.close()
     assert hub.requests[-3].range == "bytes=100-199"
 
 
