@@ -18,10 +18,14 @@ While it runs, a thread samples ``nvidia-smi`` (power draw, power limit, SM and 
 temperature) of the service's GPUs only, several times a second, on the same clock as the
 requests, so the controller can average watts over each request's prefill and decode.
 
-Before each request it asks ``/slots`` whether another request is being processed, and waits up
-to ``busy_wait_s`` for the server to be idle; a server that stays busy is refused (a busy server
-measures someone else's load). A request that finds another slot busy afterwards is marked
-``contended``. Where ``/slots`` is disabled the result says the busy check was not possible.
+A server still loading its model (/health 503) is waited for, up to ``load_wait_s``. Before each
+request it asks ``/slots`` whether another request is being processed, and waits up to
+``busy_wait_s`` for the server to be idle; a server that stays busy is refused (a busy server
+measures someone else's load). A request that had to wait, or that finds another slot busy
+afterwards, is marked ``contended``. Where ``/slots`` is disabled the result says the busy check
+was not possible. The speeds are each fork's own ``prompt_per_second`` and
+``predicted_per_second`` (llama.cpp counts decode steps after the first token, which comes from
+the prompt's last logits; ik_llama.cpp counts every generated token).
 
 Provenance read here: the unit's state, PID and file digest, the command line the server runs
 (secrets masked), the build record of its prefix and the model revision's manifest (their names
@@ -46,7 +50,7 @@ import urllib.request
 DEFAULTS = {
     "url": "http://127.0.0.1:8080", "api_key_file": None, "unit": None, "gpus": [],
     "depths": [512, 4096, 16384], "repetitions": 3, "tokens": 128, "warmup": 1,
-    "fit_depths": False, "busy_wait_s": 30, "sample_s": 0.2, "timeout_s": 3600,
+    "fit_depths": False, "busy_wait_s": 30, "load_wait_s": 300, "sample_s": 0.2, "timeout_s": 3600,
     "build_record": ".llamarig-build.json", "manifest": ".llamarig-manifest.json",
 }
 STRIDE = 1009  # tokens between the starts of two repetitions' prompts
@@ -128,9 +132,10 @@ class Sampler(threading.Thread):
         self.halt = threading.Event()
 
     def one(self):
+        asked = time.monotonic()
         out, err = smi(["--query-gpu=" + ",".join(SMI_FIELDS), "--format=csv,noheader,nounits",
                         "-i", ",".join(map(str, self.gpus))])
-        t = time.monotonic() - self.t0
+        t = (asked + time.monotonic()) / 2 - self.t0  # the reading is of the query's time, not its return
         if out is None:
             self.errors.append(err)
             return
@@ -330,16 +335,38 @@ def slot_context(props):
     return settings.get("n_ctx") or (settings.get("params") or {}).get("n_ctx") or props.get("n_ctx")
 
 
+def wait_loaded(server, wait_s):
+    """/health 200; a server still loading its model (503) is waited for, up to ``wait_s``."""
+    deadline, said = time.monotonic() + wait_s, False
+    while True:
+        try:
+            status, _ = server.call("/health")
+        except OSError as exc:
+            raise Refused(f"{server.url}/health does not answer: {exc}") from None
+        if status == 200:
+            return
+        if status != 503 or time.monotonic() >= deadline:
+            raise Refused(f"{server.url}/health answered {status} "
+                          f"({'still loading after ' + format(wait_s, 'g') + ' s' if status == 503 else 'not healthy'})")
+        if not said:
+            say(f"the server is loading its model (/health 503): waiting up to {wait_s:g} s")
+            said = True
+        time.sleep(1)
+
+
 def wait_idle(server, wait_s):
+    """Seconds waited for every slot to be idle (0: idle at once); Refused when still busy after ``wait_s``."""
+    started = time.monotonic()
     busy = server.busy_slots()
-    deadline = time.monotonic() + wait_s
-    while busy and time.monotonic() < deadline:
+    if not busy:
+        return 0
+    while busy and time.monotonic() < started + wait_s:
         time.sleep(0.5)
         busy = server.busy_slots()
     if busy:
         raise Refused(f"the server is busy with other requests ({busy} slot(s) processing for over {wait_s:g} s); "
                       "measure it when it is idle")
-    return busy
+    return round(time.monotonic() - started, 3)
 
 
 def one_request(server, prompt, tokens, timeout):
@@ -363,12 +390,7 @@ def measure(spec):
         if shown.get("ActiveState") != "active":
             raise Refused(f"{spec['unit']} is not running ({shown.get('ActiveState', 'unknown')}/"
                           f"{shown.get('SubState', 'unknown')}): deploy it, then bench it")
-    try:
-        status, _ = server.call("/health")
-    except OSError as exc:
-        raise Refused(f"{server.url}/health does not answer: {exc}") from None
-    if status != 200:
-        raise Refused(f"{server.url}/health answered {status} (still loading, or not healthy)")
+    wait_loaded(server, spec["load_wait_s"])
     props = props_of(server)
     n_ctx = slot_context(props)
     slots_seen = server.busy_slots() is not None
@@ -405,7 +427,7 @@ def measure(spec):
             for depth in depths:
                 prompt = text[offset:offset + max(depth, 1)]
                 offset = (offset + STRIDE) % max(1, len(text) - max(depths) - 1)
-                busy_before = wait_idle(server, spec["busy_wait_s"]) if slots_seen else None
+                waited = wait_idle(server, spec["busy_wait_s"]) if slots_seen else None
                 started, ended, timings = one_request(server, prompt, spec["tokens"], spec["timeout_s"])
                 busy_after = server.busy_slots() if slots_seen else None
                 run = {"depth": depth, "rep": rep, "prompt_tokens": len(prompt),
@@ -413,12 +435,14 @@ def measure(spec):
                        "prompt_n": timings.get("prompt_n"), "prompt_ms": timings.get("prompt_ms"),
                        "cache_n": timings.get("cache_n"),
                        "predicted_n": timings.get("predicted_n"), "predicted_ms": timings.get("predicted_ms"),
-                       "wall_ms": round((ended - started) * 1000, 3),
-                       "contended": bool(busy_after) or bool(busy_before)}
+                       # each fork's own rates (llama.cpp counts the decode steps after the first token)
+                       "prompt_per_second": timings.get("prompt_per_second"),
+                       "predicted_per_second": timings.get("predicted_per_second"),
+                       "wall_ms": round((ended - started) * 1000, 3), "waited_idle_s": waited,
+                       "contended": bool(busy_after) or bool(waited)}
                 contended += run["contended"]
                 runs.append(run)
-                pp = (run["prompt_n"] or 0) / run["prompt_ms"] * 1000 if run["prompt_ms"] else 0
-                tg = (run["predicted_n"] or 0) / run["predicted_ms"] * 1000 if run["predicted_ms"] else 0
+                pp, tg = run["prompt_per_second"] or 0, run["predicted_per_second"] or 0
                 say(f"depth {depth} repetition {rep + 1}/{spec['repetitions']}: prefill {pp:.1f} t/s, "
                     f"decode {tg:.1f} t/s ({run['wall_ms'] / 1000:.1f} s)")
     finally:

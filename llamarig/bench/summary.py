@@ -52,20 +52,23 @@ class DepthRow:
 
 
 def run_figures(run: dict, samples: list | None) -> dict:
-    """One request's figures: speeds from the server's timings, watts over its phases, tokens per kWh."""
+    """One request's figures: the server's own rates (its ``timings``; computed from counts and times for a
+    server that gives none), watts over its phases, tokens per kWh."""
     prompt_s, decode_s = (run.get("prompt_ms") or 0) / 1000, (run.get("predicted_ms") or 0) / 1000
     prompt_n, decode_n = run.get("prompt_n") or 0, run.get("predicted_n") or 0
-    out = {"prefill_tps": prompt_n / prompt_s if run["depth"] > 0 and prompt_s > 0 else None,
-           "decode_tps": decode_n / decode_s if decode_s > 0 else None,
+    prefill = run.get("prompt_per_second") or (prompt_n / prompt_s if prompt_s > 0 else None)
+    decode = run.get("predicted_per_second") or (decode_n / decode_s if decode_s > 0 else None)
+    out = {"prefill_tps": prefill if run["depth"] > 0 else None, "decode_tps": decode,
            "ttft_ms": run.get("prompt_ms"), "prefill_w": None, "decode_w": None,
            "prefill_tokens_per_kwh": None, "decode_tokens_per_kwh": None}
     if samples:
         windows = phases(run)
         out["prefill_w"] = window_watts(samples, *windows["prefill"]) if run["depth"] > 0 else None
         out["decode_w"] = window_watts(samples, *windows["decode"])
-        out["prefill_tokens_per_kwh"] = tokens_per_kwh(prompt_n, out["prefill_w"], prompt_s) \
-            if run["depth"] > 0 else None
-        out["decode_tokens_per_kwh"] = tokens_per_kwh(decode_n, out["decode_w"], decode_s)
+        # tokens per kWh at the phase's rate: rate * 3.6e6 / watts (one second's tokens over one second's energy)
+        out["prefill_tokens_per_kwh"] = tokens_per_kwh(prefill, out["prefill_w"], 1.0) \
+            if run["depth"] > 0 and prefill else None
+        out["decode_tokens_per_kwh"] = tokens_per_kwh(decode, out["decode_w"], 1.0) if decode else None
     return out
 
 

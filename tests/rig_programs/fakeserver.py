@@ -116,7 +116,8 @@ class FakeLlamaServer:
                     time.sleep(n / cfg.prefill_tps + gen / cfg.decode_tps)  # as long as its timings say
                     return self.answer(200, {"content": "x" * gen, "timings": {
                         "cache_n": 0, "prompt_n": n, "prompt_ms": n / cfg.prefill_tps * 1000,
-                        "predicted_n": gen, "predicted_ms": gen / cfg.decode_tps * 1000}})
+                        "predicted_n": gen, "predicted_ms": gen / cfg.decode_tps * 1000,
+                        "prompt_per_second": cfg.prefill_tps, "predicted_per_second": cfg.decode_tps}})
                 return self.answer(404, {"error": {"code": 404, "message": "File Not Found"}})
 
             def do_GET(self):

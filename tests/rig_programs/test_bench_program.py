@@ -110,8 +110,12 @@ def test_a_stopped_unit_or_a_loading_server_is_refused_in_words(rig):
         assert result["error"] == ("llamarig-chat.service is not running (inactive/dead): deploy it, then bench it")
         (root / "show").write_text("ActiveState=active\nSubState=running\nMainPID=0\n")
         server.config.health = [503]
-        status, result, _ = bench(env, server.url, unit="llamarig-chat.service")
-        assert status == 1 and "/health answered 503 (still loading" in result["error"]
+        status, result, _ = bench(env, server.url, unit="llamarig-chat.service", load_wait_s=1)
+        assert status == 1 and "/health answered 503 (still loading after 1 s)" in result["error"]
+        server.config.health = [503, 503, 200]  # loading, then ready: waited for and measured
+        status, result, progress = bench(env, server.url, unit="llamarig-chat.service", load_wait_s=30)
+        assert status == 0 and result["ok"], result
+        assert progress[0] == "bench: the server is loading its model (/health 503): waiting up to 30 s"
     status, result, _ = bench(env, "http://127.0.0.1:9")
     assert status == 1 and "/health does not answer" in result["error"]
 

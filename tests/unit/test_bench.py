@@ -83,6 +83,15 @@ def test_summary_rows_give_mean_and_sd_of_the_repetitions_and_energy_by_formula(
     assert rows[0].decode_tps.sd == pytest.approx(0.0)
 
 
+def test_the_servers_own_rates_are_taken_where_it_gives_them():
+    raw = raw_result()
+    for run in raw["runs"]:
+        run["predicted_per_second"] = (run["predicted_n"] - 1) / run["predicted_ms"] * 1000  # llama.cpp's n - 1
+    row = {r.depth: r for r in summarize(raw)}[1024]
+    assert row.decode_tps.mean == pytest.approx(50.0 * 127 / 128)
+    assert row.decode_tokens_per_kwh.mean == pytest.approx(50.0 * 127 / 128 * 3.6e6 / 200.0)
+
+
 def test_a_cached_prompt_or_a_run_without_gpus_is_said_so():
     raw = raw_result()
     raw["runs"][1]["prompt_n"] = 3  # the server reused 1021 tokens from a cache
