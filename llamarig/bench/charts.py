@@ -12,6 +12,10 @@ def _series(summary: list[DepthRow], figure: str):
     return ([d for d, _ in points], [s.mean for _, s in points], [s.sd or 0.0 for _, s in points])
 
 
+def _label(depth: int) -> str:
+    return f"{depth // 1024}K" if depth >= 1024 and depth % 1024 == 0 else str(depth)
+
+
 def _plot(ax, summary, figures: dict[str, str], ylabel: str) -> bool:
     drawn = False
     for figure, label in figures.items():
@@ -24,6 +28,10 @@ def _plot(ax, summary, figures: dict[str, str], ylabel: str) -> bool:
         ax.set_xscale("log", base=2)
     elif depths and max(depths) >= 4 * max(1, min(d for d in depths if d > 0) if any(depths) else 1):
         ax.set_xscale("symlog", base=2, linthresh=max(1, min(d for d in depths if d > 0)))
+    if depths:
+        ax.set_xticks(sorted(set(depths)))
+        ax.set_xticklabels([_label(d) for d in sorted(set(depths))])
+        ax.minorticks_off()
     ax.set_xlabel("context (tokens)")
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)

@@ -74,11 +74,17 @@ def run_figures(run: dict, samples: list | None) -> dict:
 
 def summarize(raw: dict) -> list[DepthRow]:
     """The rig program's raw result -> one row per depth, in the order the depths were asked for."""
-    samples = (raw.get("power") or {}).get("samples") or None
+    return summarize_many([raw])
+
+
+def summarize_many(raws: list[dict]) -> list[DepthRow]:
+    """Several raw results of the same service (rounds of a longer measurement) as one summary: each run's
+    watts come from its own result's samples (each result has its own clock)."""
+    pairs = [(r, (raw.get("power") or {}).get("samples") or None) for raw in raws for r in raw["runs"]]
     rows = []
-    for depth in dict.fromkeys(r["depth"] for r in raw["runs"]):
-        runs = [r for r in raw["runs"] if r["depth"] == depth]
-        figures = [run_figures(r, samples) for r in runs]
+    for depth in dict.fromkeys(r["depth"] for r, _ in pairs):
+        runs = [r for r, _ in pairs if r["depth"] == depth]
+        figures = [run_figures(r, samples) for r, samples in pairs if r["depth"] == depth]
         stats = {m: Stat.of([f[m] for f in figures]) for m in METRICS}
         not_prefilled = sum(1 for r in runs if (r.get("prompt_n") or 0) < max(1, r["prompt_tokens"]))
         rows.append(DepthRow(depth, len(runs), **stats, not_prefilled=not_prefilled,
