@@ -14,7 +14,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-CARRY="$REPO/bench/.carry"
+CARRY=${CARRY:-$REPO/bench/.carry}   # serve_bench packs the same into its own .carry
 SDIST=${SDIST:-/var/cache/llamarig-testbed/dl/llama_cpp_python-0.3.36.tar.gz}
 PREFIX=llama_cpp_python-0.3.36/vendor/llama.cpp
 VENV_SITE=${VENV_SITE:-$(ls -d "$REPO"/.venv/lib/python3*/site-packages 2>/dev/null | head -1)}
@@ -50,6 +50,8 @@ echo "== pruning what a llama-server build does not read"
   # tests, benches, sample media and docs inside tools/
   rm -rf tools/server/tests tools/server/bench tools/mtmd/tests tools/mtmd/test-*.* tools/*/README*.md
   find . -name '*.md' -delete
+  test -f tools/llama-bench/llama-bench.cpp || { echo "pack: tools/llama-bench was pruned" >&2; exit 1; }
+  grep -q llama-bench tools/CMakeLists.txt || { echo "pack: tools/CMakeLists.txt lost llama-bench" >&2; exit 1; }
 )
 after=$(du -sb "$src" | cut -f1)
 echo "   $before -> $after bytes unpacked"

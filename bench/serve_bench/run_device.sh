@@ -116,8 +116,8 @@ main() {
     took unpack "$t"
     phase "build llama-server and llama-bench in the background (-j$JOBS; log: $OUT/build.log)"
     tb=$(date +%s)
-    setsid bash "$HERE/build_llama.sh" "$BUILD_ROOT/src/llama.cpp" "$BUILD_ROOT/build" "$JOBS" \
-      "$BUILD_ROOT/build.times" > "$OUT/build.log" 2>&1 &
+    setsid bash "$REPO/bench/seed_limits/build_llama.sh" "$BUILD_ROOT/src/llama.cpp" "$BUILD_ROOT/build" "$JOBS" \
+      "$BUILD_ROOT/build.times" "llama-server llama-bench" > "$OUT/build.log" 2>&1 &
     BUILD_PID=$!
   fi
 
