@@ -247,6 +247,36 @@ def qwen3moe(**kw) -> Shape:
                     "n_ff_exp": 768, "ctx_train": 262144, "types": {"default": "Q8_0"}} | kw)
 
 
+_QWEN_NEXT_SSM = {"ssm.conv_kernel": 4, "ssm.inner_size": 4096, "ssm.state_size": 128, "ssm.group_count": 16,
+                  "ssm.time_step_rank": 32, "full_attention_interval": 4}
+
+
+def qwen3next(**kw) -> Shape:
+    """Qwen3-Next-80B-A3B's shape (hybrid: gated delta-net layers, one full-attention layer in four)."""
+    meta = {f"qwen3next.{k}": v for k, v in _QWEN_NEXT_SSM.items()} | {"qwen3next.expert_shared_feed_forward_length": 512}
+    return Shape(**{"arch": "qwen3next", "n_layer": 48, "n_embd": 2048, "n_vocab": 151936, "n_head": 16,
+                    "n_head_kv": 2, "head_dim": 256, "n_ff": 5120, "n_expert": 512, "n_expert_used": 10,
+                    "n_ff_exp": 512, "n_expert_shared": 1, "ctx_train": 262144, "types": {"default": "Q4_K"},
+                    "extra_meta": meta} | kw)
+
+
+def qwen35moe(**kw) -> Shape:
+    """Qwen3.5-35B-A3B's shape (hybrid like Qwen3-Next; 40 layers)."""
+    meta = {f"qwen35moe.{k}": v for k, v in _QWEN_NEXT_SSM.items()}
+    return Shape(**{"arch": "qwen35moe", "n_layer": 40, "n_embd": 2048, "n_vocab": 248320, "n_head": 16,
+                    "n_head_kv": 2, "head_dim": 256, "n_ff": 5120, "n_expert": 256, "n_expert_used": 8,
+                    "n_ff_exp": 512, "n_expert_shared": 1, "ctx_train": 262144, "types": {"default": "Q4_K"},
+                    "extra_meta": meta} | kw)
+
+
+def gpt_oss_120b(**kw) -> Shape:
+    """gpt-oss-120b's shape: 36 layers, every other one a 128-token sliding window (llama.cpp's pattern)."""
+    return Shape(**{"arch": "gpt-oss", "n_layer": 36, "n_embd": 2880, "n_vocab": 201088, "n_head": 64,
+                    "n_head_kv": 8, "head_dim": 64, "n_ff": 2880, "n_expert": 128, "n_expert_used": 4,
+                    "n_ff_exp": 2880, "ctx_train": 131072, "types": {"default": "Q8_0"},
+                    "extra_meta": {"gpt-oss.attention.sliding_window": 128}} | kw)
+
+
 def glm47_iq1m(**kw) -> Shape:
     """GLM-4.7 (355B-A32B) as an Unsloth UD-IQ1_M file: about 101 GB."""
     return Shape(**{"arch": "glm4moe", "n_layer": 92, "n_nextn": 1, "n_embd": 5120, "n_vocab": 151552,

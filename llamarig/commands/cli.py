@@ -22,6 +22,7 @@ from llamarig.commands.releases import ReleaseError, read_locks, release_of
 from llamarig.release.flags import server_args
 from llamarig.release.placements import checkable
 from llamarig.release.resolve import LockUse, lock_coverage, read_secrets, real_lookups
+from llamarig.planner.architectures import ArchitectureError
 from llamarig.planner.gguf import GgufError, read_model
 from llamarig.planner.memory import GiB, MiB, Settings
 from llamarig.planner.plan import describe, plan
@@ -135,7 +136,11 @@ def cmd_plan(args) -> int:
                  cache_k=args.cache_type_k or args.cache_type, cache_v=args.cache_type_v or args.cache_type,
                  ubatch=args.ubatch or 512, flash_attn=not args.no_flash_attn)
     ram = int(args.ram * GiB) if args.ram else None
-    p = plan(model, args.gpus, ram, s, args.margin_mib * MiB)
+    try:
+        p = plan(model, args.gpus, ram, s, args.margin_mib * MiB)
+    except ArchitectureError as exc:
+        print(f"llamarig plan: {args.target}: {exc}", file=sys.stderr)
+        return 1
     # The service these settings declare, rendered by the same function as every unit's flags.
     service = {"ctx_size": s.ctx, "cache_type_k": s.cache_k, "cache_type_v": s.cache_v, "parallel": args.parallel,
                "ubatch_size": args.ubatch, "flash_attn": "off" if args.no_flash_attn else None}

@@ -335,27 +335,36 @@ def _architecture(info: ModelInfo) -> None:
     if not info.n_vocab:
         out = next((t for t in info.tensors if t.name in ("output.weight", "token_embd.weight")), None)
         info.n_vocab = out.shape[1] if out and len(out.shape) > 1 else 0
-    info.n_swa = int(k("attention.sliding_window", 0))
+    info.n_swa = int(k("attention.sliding_window", DEFAULT_WINDOW.get(a, 0)))
     info.swa_layers = _swa_layers(info)
     ft = m.get("general.file_type")
     info.file_type = str(ft) if ft is not None else ""
 
 
-# llama.cpp's hard-coded sliding-window patterns (llama-model.cpp load_hparams: set_swa_pattern(N) means
-# every N-th layer is full attention, the others sliding) for architectures whose files may not store one.
-SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "llama4": 4}
+# llama.cpp's loaders default sliding windows that a file may not state: llama4's chunked attention
+# (src/models/llama4.cpp: n_swa = 8192 unless the file says 0).
+DEFAULT_WINDOW = {"llama4": 8192}
 
 
 def _swa_layers(info: ModelInfo) -> list[bool]:
+    """Which layers slide: the file's per-layer pattern, else its period, else the period llama.cpp's loader
+    sets for the architecture (``architectures.swa_pattern``: a layer slides unless ``il % N == N - 1``, or
+    unless ``il % N == 0`` for dense-first models)."""
+    from llamarig.planner.architectures import swa_pattern
+
     n = info.n_layer
     if not info.n_swa:
         return [False] * n
     stored = info.key("attention.sliding_window_pattern")
     if isinstance(stored, list):  # per layer: true = sliding
         return [bool(v) for v in stored] + [False] * (n - len(stored))
-    period = int(stored) if isinstance(stored, int) and stored > 0 else SWA_PATTERN.get(info.arch, 0)
+    period, dense_first = swa_pattern(info.arch)
+    if isinstance(stored, int) and stored > 0:
+        period = int(stored)
     if not period:
         return [False] * n
+    if dense_first:
+        return [il % period != 0 for il in range(n)]
     return [(il % period) < period - 1 for il in range(n)]
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from llamarig.planner import ggml_types
+from llamarig.planner import architectures, ggml_types
 from llamarig.planner.gguf import ModelInfo, Tensor
 
 MiB = 1 << 20
@@ -86,9 +86,67 @@ def _row(type_name: str, n: int) -> int:
     return ggml_types.by_name(type_name).row_bytes(n)
 
 
-def kv_layer(model: ModelInfo, il: int, s: Settings) -> int:
-    """KV-cache bytes of layer `il`."""
+# Hybrid and recurrent families whose layers' kind follows from the header (llama.cpp, src/models/*.cpp
+# load_arch_hparams): a layer is recurrent ...
+_RECR_ALL = frozenset({"mamba", "mamba2", "falcon-h1"})                    # ... always
+_RECR_INTERVAL = frozenset({"qwen3next", "qwen35", "qwen35moe"})           # ... unless (il + 1) % interval == 0
+_RECR_NO_KV = frozenset({"jamba", "granitehybrid", "plamo2", "lfm2", "lfm2moe"})  # ... where it has no KV heads
+_RECR_NO_KV_NO_FF = frozenset({"nemotron_h", "nemotron_h_moe"})           # ... where it has neither KV nor FFN
+_ATTN_EVERYWHERE = frozenset({"falcon-h1"})  # parallel hybrid: every layer has attention and a recurrent state
+
+
+def recurrent_layers(model: ModelInfo) -> list[bool]:
+    """Which layers keep a recurrent state (llama.cpp's ``is_recr``); next-token layers never do."""
+    n, trunk, a = model.n_layer, model.n_layer - model.n_nextn, model.arch
+    if a in _RECR_ALL:
+        return [il < trunk for il in range(n)]
+    if a in _RECR_INTERVAL:
+        stored = model.key("attention.recurrent_layers")
+        if isinstance(stored, list):
+            return [bool(v) for v in stored][:n] + [False] * max(0, n - len(stored))
+        interval = int(model.key("full_attention_interval", 4) or 4)
+        return [il < trunk and (il + 1) % interval != 0 for il in range(n)]
+    if a in _RECR_NO_KV:
+        return [il < trunk and not model.n_head_kv[il] for il in range(n)]
+    if a in _RECR_NO_KV_NO_FF:
+        ff = model.key("feed_forward_length", 0)
+        ff = [int(v) for v in ff] if isinstance(ff, list) else [int(ff or 0)] * n
+        ff += [0] * (n - len(ff))
+        return [il < trunk and not model.n_head_kv[il] and not ff[il] for il in range(n)]
+    return [False] * n
+
+
+def recurrent_row_floats(model: ModelInfo) -> tuple[int, int]:
+    """(n_embd_r, n_embd_s): floats of one sequence's conv (or shortconv) state and SSM state per layer
+    (llama-hparams.cpp)."""
+    l_cache = int(model.key("shortconv.l_cache", 0) or 0)
+    if l_cache:  # LFM2
+        return model.n_embd * (l_cache - 1), 0
+    d_conv = int(model.key("ssm.conv_kernel", 0) or 0)
+    d_inner = int(model.key("ssm.inner_size", 0) or 0)
+    d_state = int(model.key("ssm.state_size", 0) or 0)
+    n_group = int(model.key("ssm.group_count", 0) or 0)
+    return max(d_conv - 1, 0) * (d_inner + 2 * n_group * d_state), d_state * d_inner
+
+
+def state_slots(s: Settings) -> int:
+    """Sequences a recurrent state is kept for: the server's slots (its automatic 4 when not declared)."""
+    return max(1, s.parallel if s.parallel else 4)
+
+
+def state_layer(model: ModelInfo, il: int, s: Settings, recurrent: list[bool] | None = None) -> int:
+    """Recurrent-state bytes of layer `il` (F32 conv and SSM states, one per slot; llama-memory-recurrent.cpp)."""
+    if not (recurrent or recurrent_layers(model))[il]:
+        return 0
+    r, st = recurrent_row_floats(model)
+    return (_row("f32", r) + _row("f32", st)) * state_slots(s) if (r or st) else 0
+
+
+def kv_layer(model: ModelInfo, il: int, s: Settings, recurrent: list[bool] | None = None) -> int:
+    """KV-cache bytes of layer `il` (a hybrid's recurrent layers have none)."""
     if il >= model.n_layer - model.n_nextn or not model.n_head_kv[il]:
+        return 0
+    if (recurrent or recurrent_layers(model))[il] and model.arch not in _ATTN_EVERYWHERE:
         return 0
     n, streams = cells(model, s)
     ik = s.fork == "ik_llama.cpp"
@@ -186,18 +244,22 @@ def offload_copy(model: ModelInfo, cpu_expert_layers: list[int], s: Settings) ->
 
 @dataclass
 class LayerCosts:
-    """Per-layer bytes: weights besides the routed experts, routed experts, KV, compute."""
+    """Per-layer bytes: weights besides the routed experts, routed experts, context memory (KV cache and
+    recurrent state, which both live on the layer's device), compute."""
     base: list[int]
     experts: list[int]
-    kv: list[int]
+    kv: list[int]        # KV cache + recurrent state (``state``)
     compute: list[int]
     scratch: list[int]
     output: int          # output-layer weights (output, output_norm, ...; a tied output duplicates token_embd)
     host_only: int       # token_embd: the input layer stays on the CPU in both forks
     expert_tensors: list[list[Tensor]]
+    state: list[int] | None = None  # recurrent state per layer (included in ``kv``)
 
 
 def layer_costs(model: ModelInfo, s: Settings) -> LayerCosts:
+    """Every layer's costs; ArchitectureError for a model the fork does not load or the model does not size."""
+    architectures.check(s.fork, model.arch)
     n = model.n_layer
     skip = skipped(model)
     base, experts = [0] * n, [0] * n
@@ -220,10 +282,13 @@ def layer_costs(model: ModelInfo, s: Settings) -> LayerCosts:
             exp_tensors[il].append(t)
         else:
             base[il] += t.nbytes
-    kv = [kv_layer(model, il, s) for il in range(n)]
+    recurrent = recurrent_layers(model)
+    attention = [kv_layer(model, il, s, recurrent) for il in range(n)]
+    state = [state_layer(model, il, s, recurrent) for il in range(n)]
+    kv = [a + b for a, b in zip(attention, state)]
     compute = [layer_compute(model, il, s) if il < n - model.n_nextn else 0 for il in range(n)]
-    scratch = [fa_scratch(model, il, s) if kv[il] else 0 for il in range(n)]
-    return LayerCosts(base, experts, kv, compute, scratch, output, host, exp_tensors)
+    scratch = [fa_scratch(model, il, s) if attention[il] else 0 for il in range(n)]
+    return LayerCosts(base, experts, kv, compute, scratch, output, host, exp_tensors, state)
 
 
 def ik_layer_sizes(model: ModelInfo, s: Settings, costs: LayerCosts | None = None) -> tuple[list[float], float]:

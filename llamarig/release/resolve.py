@@ -31,6 +31,8 @@ from llamarig.lookups.hub import HubError, ResolvedModel
 from llamarig.lookups.secrets import SecretError
 from llamarig.planner.gguf import GgufError, ModelInfo
 from llamarig.release import lock as lockfile
+from llamarig.planner import architectures
+from llamarig.planner.architectures import ArchitectureError
 from llamarig.release.placements import ServicePlan, headers_needed, placement_problems, plan_rig
 
 
@@ -182,6 +184,17 @@ def resolve_rig(host: str, doc: dict, lookups: Lookups, lock: LockUse | None = N
             headers = {name: lookups.headers(models[name], token) for name in needed}
         except (HubError, GgufError) as exc:
             return None, [Problem(host, "services", "placement", f"model headers the planner can read ({exc})")]
+        fork = doc["build_fork"]
+        refused = []
+        for name, info in headers.items():
+            try:
+                architectures.check(fork, info.arch)
+            except ArchitectureError as exc:
+                refused.append(Problem(host, f"models.{name}", doc["models"][name]["repo"],
+                                       f"a model {fork} loads and llamarig's planner sizes, for the services that "
+                                       f"plan or check a placement: {exc}"))
+        if refused:
+            return None, refused
         placements = plan_rig(doc, headers)
         found = placement_problems(host, doc, placements)
         if not check_explicit:

@@ -112,3 +112,26 @@ def test_ik_repo_configures_and_builds_build_info(tmp_path):
     text = (src / "common" / "build-info.cpp").read_text()
     assert f'LLAMA_COMMIT = "{commit[:7]}"' in text
     assert list((src / "build" / "common").rglob("build-info.cpp.o"))
+
+
+def _src_tree(sdist_name: str, requirement: str, prefix: str, dest):
+    """The fork's src/ (llama-arch.cpp, llama-model.cpp, models/) out of its sdist."""
+    import tarfile
+    with tarfile.open(sources._ensure_sdist(sdist_name, requirement)) as tf:
+        members = [m for m in tf.getmembers() if m.name.startswith(prefix + "src/") and m.isfile()]
+        tf.extractall(dest, members=members, filter="data")
+    return dest / prefix
+
+
+def test_the_planners_architecture_lists_are_read_from_the_pinned_trees(tmp_path):
+    """llamarig/planner/architectures.json is what the pinned sources say (regenerate it with
+    python -m llamarig.planner.architectures --write when a pin moves)."""
+    from llamarig.planner import architectures
+    data = json.loads(architectures.DATA.read_text())
+    main = _src_tree(sources.LLAMA_SDIST, "llama-cpp-python==0.3.36", "llama_cpp_python-0.3.36/vendor/llama.cpp/",
+                     tmp_path)
+    ik = _src_tree(sources.IK_SDIST, "ik-llama-cpp-python==0.1.5", "ik_llama_cpp_python-0.1.5/vendor/ik_llama.cpp/",
+                   tmp_path)
+    assert architectures.read_tree(main) == data["llama.cpp"]["architectures"]
+    assert architectures.read_tree(ik) == data["ik_llama.cpp"]["architectures"]
+    assert architectures.read_swa_patterns(main, architectures._names(main)) == data["llama.cpp"]["swa_patterns"]

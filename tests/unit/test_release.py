@@ -211,3 +211,17 @@ def test_check_names_what_the_lock_does_not_cover(tmp_path, monkeypatch, capsys)
     assert cli.main(["check", str(inv)]) == 1
     err = capsys.readouterr().err
     assert "r1: build_ref = 'b7100': expected what rigs.lock was locked from" in err and "llamarig lock --update" in err
+
+
+def test_a_model_whose_architecture_the_fork_does_not_load_stops_the_rig_by_the_model_key(tmp_path):
+    from llamarig.planner.gguf import read_model
+    from testbed import synth
+    header = read_model(synth.write_model(str(tmp_path / "m.gguf"), synth.dense_llama(arch="llama-from-the-future"))[0])
+    doc = doc_of(gpus=[{"model": "NVIDIA GeForce RTX 3090", "memory_gib": 24}],
+                 services=[{"name": "chat", "model": "gemma", "port": 8080, "placement": "auto",
+                            "ctx_size": 8192}])
+    r, problems = resolve_rig("r1", doc, lookups(headers=lambda model, token: header))
+    assert r is None and len(problems) == 1
+    text = str(problems[0])
+    assert text.startswith("r1: models.gemma = ") and "a model llama.cpp loads and llamarig's planner sizes" in text
+    assert "the model's architecture 'llama-from-the-future' is not one llama.cpp" in text

@@ -1,0 +1,102 @@
+"""The planner knows which architectures each fork loads and sizes the ones it plans as llama.cpp allocates
+them: hybrids keep a KV cache only on their attention layers and a recurrent state per slot, sliding-window
+layers keep the window, and an architecture the fork does not load (or whose state is not sized) is refused.
+
+The figures are llama.cpp's own for these shapes (its loaders in src/models/*.cpp, llama-hparams.cpp's
+n_embd_r/n_embd_s, llama-memory-recurrent.cpp), worked out by hand from the header values.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llamarig.planner import architectures, memory
+from llamarig.planner.architectures import ArchitectureError
+from llamarig.planner.gguf import read_model
+from llamarig.planner.memory import MiB, Settings
+from llamarig.planner.plan import plan
+from testbed import synth
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("arch")
+    out = {}
+    for name, shape in {"qwen3next": synth.qwen3next(), "qwen35moe": synth.qwen35moe(),
+                        "gpt-oss": synth.gpt_oss_120b(),
+                        "unknown": synth.dense_llama(arch="llama-from-the-future"),
+                        "rwkv7": synth.dense_llama(arch="rwkv7")}.items():
+        out[name] = read_model(synth.write_model(str(d / f"{name}.gguf"), shape)[-1])
+    return out
+
+
+def split(model, s):
+    c = memory.layer_costs(model, s)
+    state = sum(c.state)
+    return sum(c.kv) - state, state
+
+
+def test_qwen3next_keeps_kv_on_its_12_attention_layers_and_a_state_per_slot(models):
+    m = models["qwen3next"]
+    assert [il for il, r in enumerate(memory.recurrent_layers(m)) if not r] == list(range(3, 48, 4))
+    kv, state = split(m, Settings(ctx=131072, cache_k="f16", cache_v="f16"))
+    assert kv == 3072 * MiB                                    # 12 layers, not 48
+    assert memory.recurrent_row_floats(m) == (3 * (4096 + 2 * 16 * 128), 128 * 4096)
+    assert state == 36 * 4 * (24576 + 524288) * 4              # 36 layers, 4 automatic slots, F32: 301.5 MiB
+    kv, state = split(m, Settings(ctx=4096, parallel=4, cache_k="q8_0", cache_v="q8_0"))
+    assert kv + state == pytest.approx(352.5 * MiB, abs=MiB)   # the state is most of a small context
+    _, one = split(m, Settings(ctx=4096, parallel=1))
+    assert one == state // 4                                   # about 75 MiB a slot
+
+
+def test_qwen35moe_on_one_card(models):
+    kv, state = split(models["qwen35moe"], Settings(ctx=131072, cache_k="q8_0", cache_v="q8_0"))
+    assert kv == 1360 * MiB and state == pytest.approx(251.25 * MiB)
+
+
+def test_gpt_oss_slides_every_other_layer(models):
+    m = models["gpt-oss"]
+    assert m.swa_layers == [il % 2 == 0 for il in range(36)]  # load_swa_pattern(ml, 2)
+    c = memory.layer_costs(m, Settings(ctx=131072))
+    full = sum(c.kv[il] for il in range(36) if not m.swa_layers[il])
+    window = sum(c.kv[il] for il in range(36) if m.swa_layers[il])
+    assert full == 4608 * MiB and window == 36 * MiB and sum(c.state) == 0
+    swa_full = memory.layer_costs(m, Settings(ctx=131072, swa_full=True))
+    assert sum(swa_full.kv) == 9216 * MiB
+
+
+def test_the_recurrent_state_goes_with_its_layer(models):
+    m = models["qwen3next"]
+    s = Settings(ctx=32768, cache_k="q8_0", cache_v="q8_0")
+    p = plan(m, [24 << 30], 256 << 30, s)
+    assert p.fits
+    c = memory.layer_costs(m, s)
+    assert p.devices[0].kv == sum(c.kv)  # every layer's KV and state on the card (all layers offloaded)
+
+
+def test_an_architecture_the_fork_does_not_load_is_refused_by_name(models):
+    with pytest.raises(ArchitectureError, match=r"the model's architecture 'llama-from-the-future' is not one "
+                                                r"llama\.cpp \(.*\) loads"):
+        memory.layer_costs(models["unknown"], Settings())
+    with pytest.raises(ArchitectureError, match="is not one ik_llama.cpp"):
+        plan(models["unknown"], [24 << 30], None, Settings(fork="ik_llama.cpp"))
+
+
+def test_a_state_the_planner_does_not_size_is_refused_not_guessed(models):
+    with pytest.raises(ArchitectureError, match=r"'rwkv7' is recurrent in llama\.cpp .*does not size its recurrent"):
+        memory.layer_costs(models["rwkv7"], Settings())
+    with pytest.raises(ArchitectureError, match=r"'qwen3next' is hybrid in ik_llama\.cpp"):
+        memory.layer_costs(models["qwen3next"], Settings(fork="ik_llama.cpp"))
+
+
+def test_the_lists_are_the_forks_own():
+    data = json.loads(architectures.DATA.read_text())
+    main, ik = data["llama.cpp"]["architectures"], data["ik_llama.cpp"]["architectures"]
+    assert main["qwen3next"] == "hybrid" and main["mamba2"] == "recurrent" and main["gpt-oss"] == "attention"
+    assert ik["qwen3next"] == "hybrid" and "gpt-oss" in ik and "mamba2" not in ik
+    assert architectures.swa_pattern("gemma3") == (6, False) and architectures.swa_pattern("cohere2moe") == (4, True)
+    assert architectures.swa_pattern("llama") == (0, False)
+    assert "llama-from-the-future" not in main
