@@ -154,6 +154,45 @@ def metadata(s: Shape) -> dict:
     return m | s.extra_meta
 
 
+# ---------------------------------------------------------------- a vocabulary llama.cpp loads
+
+def bytes_to_unicode() -> list[str]:
+    """GPT-2's byte -> printable character table (the symbols of a byte-level BPE vocab)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    table = dict(zip(bs, cs))
+    return [chr(table[b]) for b in range(256)]
+
+
+def tokenizer_meta(n_vocab: int, pre: str = "default") -> dict:
+    """A byte-level BPE vocabulary of exactly ``n_vocab`` tokens (256 byte symbols, fillers, GLM-style
+    specials) that llama.cpp's loader accepts: what a synthetic file needs to be loaded, not to be read."""
+    byte_syms = bytes_to_unicode()
+    specials = ["<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>"]
+    n_fill = n_vocab - len(byte_syms) - len(specials)
+    tokens = byte_syms + [f"tok{i}" for i in range(n_fill)] + specials   # fillers: plain ASCII symbols
+    types = [1] * (len(byte_syms) + n_fill) + [3] * len(specials)         # 1 normal, 3 control
+    assert len(tokens) == n_vocab and len(set(tokens)) == n_vocab
+    eos = tokens.index("<|endoftext|>")
+    return {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": pre,
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": types,
+        "tokenizer.ggml.merges": ["t o", "to k"],
+        "tokenizer.ggml.eos_token_id": eos,
+        "tokenizer.ggml.padding_token_id": eos,
+        "tokenizer.ggml.bos_token_id": tokens.index("[gMASK]"),
+        "tokenizer.ggml.add_bos_token": False,
+    }
+
+
 # ---------------------------------------------------------------- writing
 
 def _kv(key: str, value) -> bytes:

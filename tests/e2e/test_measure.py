@@ -129,33 +129,39 @@ def test_bench_refuses_a_stopped_service_and_writes_nothing(bed, tmp_path):
 
 
 def test_compare_calls_a_slower_service_a_regression_and_names_what_changed(bed, tmp_path):
-    args = ("--limit", "rig2", "--depths", "128", "--repetitions", "4", "--tokens", "24", "--no-charts")
-    first = bench(bed, tmp_path, *args)
-    assert first.returncode == 0, first.stderr[-3000:]
+    """One thread (two contend on a busy 2-core machine), then the same with one-token ubatches: a prefill
+    that processes the prompt token by token is several times slower whatever else the machine does."""
+    args = ("--limit", "rig2", "--depths", "128", "--repetitions", "4", "--tokens", "16", "--no-charts")
     original = bed.inventory.read_text()
-    assert "'threads': 2" in original.split("attic = ")[1]
     rig1, rig2 = original.split("attic = ")
-    # one thread instead of two, and an API key: the bench reads it on the rig, the controller needs none
-    rig2 = rig2.replace("'threads': 2", "'threads': 1", 1).replace(
-        "'sampling': {'temp': 0.0}", "'sampling': {'temp': 0.0}, 'api_key_env': 'CHAT_API_KEY'", 1)
-    bed.inventory.write_text(rig1 + "attic = " + rig2)
+    assert "'threads': 2" in rig2
+    one_thread = rig2.replace("'threads': 2", "'threads': 1", 1)
     try:
+        bed.inventory.write_text(rig1 + "attic = " + one_thread)
+        deploy = bed.pyinfra("-y", "--limit", "rig2")
+        assert deploy.returncode == 0, deploy.stderr[-4000:]
+        first = bench(bed, tmp_path, *args)
+        assert first.returncode == 0, first.stderr[-3000:]
+        # token-by-token prefill, and an API key: the bench reads it on the rig, the controller needs none
+        slower = one_thread.replace("'threads': 1", "'threads': 1, 'ubatch_size': 1", 1).replace(
+            "'sampling': {'temp': 0.0}", "'sampling': {'temp': 0.0}, 'api_key_env': 'CHAT_API_KEY'", 1)
+        bed.inventory.write_text(rig1 + "attic = " + slower)
         deploy = bed.pyinfra("-y", "--limit", "rig2", extra_env={"CHAT_API_KEY": CANARY})
         assert deploy.returncode == 0, deploy.stderr[-4000:]
         second = bench(bed, tmp_path, *args, "--compare")
-        print(second.stdout, second.stderr)
+        print(first.stdout, second.stdout, second.stderr)
         assert second.returncode == 1, second.stdout[-3000:] + second.stderr[-3000:]
         kept = "".join(p.read_text() for p in (tmp_path / "rig2" / "chat").iterdir())
         assert CANARY not in second.stdout + second.stderr + kept
-        assert "REGRESSION rig2 chat depth 128 " in second.stderr
+        assert "REGRESSION rig2 chat depth 128 prefill_tps" in second.stderr
         results = sorted((tmp_path / "rig2" / "chat").glob("*.json"))
         assert len(results) == 2
         newest = json.loads(results[-1].read_text())
         assert newest["compared"]["with"] == results[0].name
         verdicts = {c["figure"]: c["verdict"] for c in newest["compared"]["changes"]}
-        assert "regression" in (verdicts["decode_tps"], verdicts["prefill_tps"]), verdicts
+        assert verdicts["prefill_tps"] == "regression", verdicts
         flags = [p for p in newest["compared"]["provenance_changes"] if p.startswith("server flags: ")]
-        assert flags and "--threads 2 -> 1" in flags[0] and "added --api-key-file" in flags[0], newest["compared"]
+        assert flags and "added --ubatch-size 1" in flags[0] and "added --api-key-file" in flags[0], newest["compared"]
         assert "compared with" in second.stdout and "regression" in second.stdout
     finally:
         bed.inventory.write_text(original)

@@ -1,0 +1,58 @@
+"""The plan and the server agree: every setting the planner sized memory for is in the service's
+arguments, or is the fork's own default (llamarig/release/placements.py FORK_DEFAULTS)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from llamarig.hostdata.validate import validate_host
+from llamarig.release.flags import server_args
+from llamarig.release.placements import FORK_DEFAULTS, settings
+
+from .helpers import rig
+
+TRAINED = 32768
+
+DECLARED = {
+    "ubatch_size": [None, 128, 4096],
+    "parallel": [None, 1, 4],
+    "flash_attn": [None, "on", "off"],
+    "cache_type_k": [None, "q8_0"],
+    "ctx_size": [None, 8192],
+    "extra_args": [[], ["--swa-full"]],
+}
+
+
+class _Model:
+    n_ctx_train = TRAINED
+
+
+def _value(argv: list[str], flag: str) -> str | None:
+    return argv[argv.index(flag) + 1] if flag in argv else None
+
+
+@pytest.mark.parametrize("fork", ["llama.cpp", "ik_llama.cpp"])
+def test_every_planned_setting_is_an_argument_or_the_forks_default(fork):
+    checked = 0
+    for values in itertools.product(*DECLARED.values()):
+        svc = {"name": "chat", "model": "gemma", "port": 8080} | {k: v for k, v in zip(DECLARED, values)
+                                                                 if v not in (None, [])}
+        if fork == "ik_llama.cpp" and "--swa-full" in svc.get("extra_args", []):
+            continue  # ik_llama.cpp has no --swa-full
+        doc, problems = validate_host("r1", rig(build_fork=fork, services=[svc]))
+        assert problems == [], problems
+        service = doc["services"][0]
+        s = settings(doc, service, _Model())
+        argv = server_args(service, "/m.gguf", fork, None)
+        assert s.ubatch == int(_value(argv, "--ubatch-size") or FORK_DEFAULTS["ubatch"])
+        assert s.parallel == (int(_value(argv, "--parallel")) if "--parallel" in argv else None)
+        fa = _value(argv, "--flash-attn")
+        assert s.flash_attn == (FORK_DEFAULTS["flash_attn"] if fa is None else fa != "off")
+        assert s.cache_k == (_value(argv, "--cache-type-k") or FORK_DEFAULTS["cache"])
+        assert s.cache_v == (_value(argv, "--cache-type-v") or FORK_DEFAULTS["cache"])
+        assert s.ctx == int(_value(argv, "--ctx-size") or TRAINED)
+        assert s.swa_full == ("--swa-full" in argv)
+        checked += 1
+    assert checked >= 100
