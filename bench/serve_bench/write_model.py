@@ -50,18 +50,7 @@ SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 N_NORMAL = 151643  # Qwen's first special token id
 
 
-def bytes_to_unicode() -> list[str]:
-    """GPT-2's byte -> printable character table (the symbols of a byte-level BPE vocab)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    table = dict(zip(bs, cs))
-    return [chr(table[b]) for b in range(256)]
+bytes_to_unicode = synth.bytes_to_unicode  # GPT-2's byte -> printable character table
 
 
 def corpus_text() -> str:
