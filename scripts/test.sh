@@ -4,8 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# One temporary folder per run, removed here by rm on its own file system when the next run starts:
+# pytest's own clean-up of old numbered folders walks the container rigs' root filesystems with
+# shutil at the end of a session (it once ran out of open files there on a CI machine).
+base=${LLAMARIG_TEST_TMP:-/tmp/llamarig-tests}
+rm -rf --one-file-system "$base"
 set +e
-.venv/bin/python -m pytest -p no:cacheprovider -ra "$@" tests
+.venv/bin/python -m pytest -p no:cacheprovider -ra --basetemp "$base" "$@" tests
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
