@@ -56,6 +56,28 @@ class Settings:
     flash_attn: bool = True
     mla: int = 3                     # ik_llama.cpp's -mla
     swa_full: bool = False
+    cache_ram_mib: int = 8192        # llama-server's RAM prompt cache bound (--cache-ram; both forks' default)
+    ctx_checkpoints: int = 32        # context checkpoints per slot (--ctx-checkpoints; both forks' default)
+
+
+def host_caches(model: ModelInfo, s: Settings, c: "LayerCosts") -> int:
+    """What llama-server keeps in RAM besides weights and CPU layers' caches: its prompt cache, up to
+    ``--cache-ram`` MiB (server_prompt_cache; -1, no limit, is counted at the default bound), and, for models
+    with sliding-window or recurrent layers, up to ``--ctx-checkpoints`` checkpoints per slot of one sequence's
+    partial state (the sliding-window cells and the recurrent state: llama.cpp's
+    ``LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY``, server-context.cpp)."""
+    prompt_cache = (s.cache_ram_mib if s.cache_ram_mib >= 0 else 8192) * MiB
+    if s.fork != "llama.cpp" or s.ctx_checkpoints <= 0:
+        return prompt_cache
+    per_seq = sum(c.state or []) // state_slots(s)
+    if not s.swa_full and any(model.swa_layers):
+        n, streams = cells(model, s)
+        layer_cells = min(n, pad(model.n_swa * (4 if s.parallel is None else 1) + s.ubatch, 256)) * streams
+        seq_cells = min(model.n_swa + s.ubatch, layer_cells)  # one sequence's window, as a checkpoint copies it
+        state = c.state or [0] * len(c.kv)
+        per_seq += sum((c.kv[il] - state[il]) * seq_cells // layer_cells
+                       for il in range(len(c.kv)) if model.swa_layers[il])
+    return prompt_cache + per_seq * s.ctx_checkpoints * state_slots(s)
 
 
 def is_expert(name: str) -> bool:

@@ -92,7 +92,7 @@ def evaluate(model: ModelInfo, flags: Flags, gpus: list[int], ram: int | None, s
         rows.append(DeviceRow(name, gpus[d] - margin, w, kv, comp, w + kv + comp))
     cpu_layers = [il for il in range(n) if layers[il] == CPU]
     host_w = a.weights.get(CPU, 0)
-    host_total = host_w + sum(c.kv[il] for il in cpu_layers) + memory.logits(model, s)
+    host_total = host_w + sum(c.kv[il] for il in cpu_layers) + memory.logits(model, s) + memory.host_caches(model, s, c)
     if cpu_layers:
         host_total += max(c.compute[il] for il in cpu_layers)
     return _finish(rows, host_w, host_total, ram, host_margin, flags, layers, s.fork)

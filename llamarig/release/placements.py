@@ -19,27 +19,52 @@ from llamarig.hostdata.validate import service_gpus
 PLACEMENT_KEYS = ("n_gpu_layers", "tensor_split", "tensor_overrides", "n_cpu_moe", "cpu_moe", "fit")
 
 
-FORK_DEFAULTS = {"ubatch": 512, "cache": "f16", "mla": 3, "flash_attn": True, "swa_full": False}
+FORK_DEFAULTS = {"ubatch": 512, "cache": "f16", "mla": 3, "flash_attn": True, "swa_full": False,
+                 "cache_ram_mib": 8192, "ctx_checkpoints": 32}
 """What the planner assumes when a service declares nothing, which is each pinned fork's own default
 (common/common.h: n_ubatch 512, F16 cache, ik's mla_attn 3; flash attention on: llama.cpp's auto enables it
-where the backend has it, ik's default is on; no --swa-full). The context is the model's trained one, as both
+where the backend has it, ik's default is on; no --swa-full; an 8192 MiB RAM prompt cache and 32 context
+checkpoints per slot in both). The context is the model's trained one, as both
 forks take ``--ctx-size 0``; slots, the server's automatic ones."""
 
 
 def settings(doc: dict, service: dict, model: ModelInfo | None = None) -> Settings:
     """The memory-relevant settings a service runs with: its typed keys, the flags among its extra_args
-    that change memory (``--swa-full``), else the fork's defaults."""
+    that change memory (``--swa-full``, ``--cache-ram``, ``--ctx-checkpoints``), else the fork's defaults."""
     from llamarig.forks.options import canonical
 
     ctx = service["ctx_size"] or (model.n_ctx_train if model else 4096)
-    extra = {canonical(doc["build_fork"], a.split("=", 1)[0]) for a in service.get("extra_args") or []}
+    extra_args = list(service.get("extra_args") or [])
+    extra = {canonical(doc["build_fork"], a.split("=", 1)[0]) for a in extra_args}
     return Settings(fork=doc["build_fork"], ctx=ctx, parallel=service["parallel"],
                     cache_k=service["cache_type_k"] or FORK_DEFAULTS["cache"],
                     cache_v=service["cache_type_v"] or FORK_DEFAULTS["cache"],
                     ubatch=service["ubatch_size"] or FORK_DEFAULTS["ubatch"],
                     flash_attn=service["flash_attn"] != "off" if service["flash_attn"] else FORK_DEFAULTS["flash_attn"],
                     mla=FORK_DEFAULTS["mla"] if service.get("mla_use") is None else service["mla_use"],
-                    swa_full="--swa-full" in extra or FORK_DEFAULTS["swa_full"])
+                    swa_full="--swa-full" in extra or FORK_DEFAULTS["swa_full"],
+                    cache_ram_mib=_int_arg(doc["build_fork"], extra_args, "--cache-ram", FORK_DEFAULTS["cache_ram_mib"]),
+                    ctx_checkpoints=_int_arg(doc["build_fork"], extra_args, "--ctx-checkpoints",
+                                             FORK_DEFAULTS["ctx_checkpoints"]))
+
+
+def _int_arg(fork: str, args: list[str], flag: str, default: int) -> int:
+    """The value of ``flag`` (any spelling of it) among a service's extra_args; the last one wins."""
+    from llamarig.forks.options import canonical
+
+    value = default
+    for i, word in enumerate(args):
+        name, eq, inline = word.partition("=")
+        if canonical(fork, name) == flag or name in _ALIASES.get(flag, ()):
+            text = inline if eq else (args[i + 1] if i + 1 < len(args) else "")
+            try:
+                value = int(text)
+            except ValueError:
+                pass
+    return value
+
+
+_ALIASES = {"--cache-ram": ("-cram",), "--ctx-checkpoints": ("-ctxcp", "--swa-checkpoints")}
 
 
 def flags_of(service: dict, n_devices: int) -> Flags:

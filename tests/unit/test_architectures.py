@@ -100,3 +100,34 @@ def test_the_lists_are_the_forks_own():
     assert architectures.swa_pattern("gemma3") == (6, False) and architectures.swa_pattern("cohere2moe") == (4, True)
     assert architectures.swa_pattern("llama") == (0, False)
     assert "llama-from-the-future" not in main
+
+
+def test_host_ram_counts_the_prompt_cache_and_the_checkpoints_a_server_keeps(models):
+    from llamarig.planner.placement import Flags
+    from llamarig.planner.plan import evaluate
+    m = models["qwen3next"]
+    s = Settings(ctx=32768, parallel=1, cache_k="q8_0", cache_v="q8_0")
+    c = memory.layer_costs(m, s)
+    assert memory.host_caches(m, s, c) == 8192 * MiB + 32 * sum(c.state)   # 32 checkpoints of 75.4 MiB
+    bounded = Settings(ctx=32768, parallel=1, cache_k="q8_0", cache_v="q8_0", cache_ram_mib=0, ctx_checkpoints=0)
+    assert memory.host_caches(m, bounded, memory.layer_costs(m, bounded)) == 0
+    # gpt-oss: a checkpoint holds one sequence's sliding window (128 + 512 cells of 2048 B, 18 layers)
+    g, gs = models["gpt-oss"], Settings(ctx=131072, parallel=1)
+    assert memory.host_caches(g, gs, memory.layer_costs(g, gs)) == 8192 * MiB + 32 * 18 * 2048 * (128 + 512)
+    # in a plan's host column: everything on the CPU, so the caches come on top of weights and KV
+    whole = evaluate(m, Flags(1, 0, None, []), [24 << 30], 512 << 30, s)
+    assert whole.host["total"] >= whole.host["weights"] + sum(c.kv) + memory.host_caches(m, s, c)
+
+
+def test_the_bounds_are_read_from_extra_args():
+    from llamarig.hostdata.validate import validate_host
+    from llamarig.release.placements import settings
+    from .helpers import rig
+    svc = {"name": "chat", "model": "gemma", "port": 8080, "extra_args": ["-cram", "2048", "--ctx-checkpoints=4"]}
+    doc, problems = validate_host("r1", rig(services=[svc]))
+    assert problems == []
+    s = settings(doc, doc["services"][0])
+    assert (s.cache_ram_mib, s.ctx_checkpoints) == (2048, 4)
+    doc, _ = validate_host("r1", rig())
+    s = settings(doc, doc["services"][0])
+    assert (s.cache_ram_mib, s.ctx_checkpoints) == (8192, 32)
