@@ -24,18 +24,34 @@ PLACEMENT_FLAGS = ("-ngl", "--gpu-layers", "--n-gpu-layers", "-ts", "--tensor-sp
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW", re.I)
 
 
+# llama-server's flags that carry a secret on its command line, readable by every local user (/proc/PID/cmdline),
+# and the keys that keep them off it.
+KEY_FLAGS = ("--api-key", "--api-key-file")
+TOKEN_FLAGS = ("--hf-token", "-hft")
+_SECRET_VALUE_FLAGS = ("--api-key",) + TOKEN_FLAGS   # flags whose value is the secret itself (masked)
+
+
+def _flag_of(arg: str) -> str:
+    return re.split(r"[=\s]", arg.strip(), maxsplit=1)[0]
+
+
 def _api_key_flag(arg) -> bool:
     """An extra_args item that is --api-key or --api-key-file, however its value is attached."""
-    return isinstance(arg, str) and re.split(r"[=\s]", arg.strip(), maxsplit=1)[0] in ("--api-key", "--api-key-file")
+    return isinstance(arg, str) and _flag_of(arg) in KEY_FLAGS
+
+
+def _token_flag(arg) -> bool:
+    """An extra_args item that is --hf-token (-hft), however its value is attached."""
+    return isinstance(arg, str) and _flag_of(arg) in TOKEN_FLAGS
 
 
 def _secret_arg(args, j: int) -> bool:
-    """extra_args[j] is an API key, or holds one (never shown)."""
+    """extra_args[j] is an API key or a Hub token, or holds one (never shown)."""
     arg = args[j]
     if not isinstance(arg, str):
         return False
-    return (j > 0 and isinstance(args[j - 1], str) and args[j - 1].strip() == "--api-key") or (
-        re.split(r"[=\s]", arg.strip(), maxsplit=1)[0] == "--api-key" and arg.strip() != "--api-key")
+    return (j > 0 and isinstance(args[j - 1], str) and args[j - 1].strip() in _SECRET_VALUE_FLAGS) or (
+        _flag_of(arg) in _SECRET_VALUE_FLAGS and arg.strip() not in _SECRET_VALUE_FLAGS)
 
 
 def value_problems(host: str, doc: dict) -> list[Problem]:
@@ -220,6 +236,10 @@ def _service_rules_without_gpus(doc, where, svc, bad) -> None:
     if any(_api_key_flag(a) for a in args):
         bad(f"{where}.extra_args", Masked(_masked_args(svc["extra_args"])),
             "no --api-key or --api-key-file (a key on the command line is readable by every local user: use api_key_env or api_key_file)")
+    if any(_token_flag(a) for a in args):
+        bad(f"{where}.extra_args", Masked(_masked_args(svc["extra_args"])),
+            "no --hf-token (a token on the command line is readable by every local user, and llamarig downloads "
+            "the model itself: use hub_token_env or hub_token_file)")
     if svc["placement"] == "auto":
         for key in ("n_gpu_layers", "tensor_split", "n_cpu_moe", "cpu_moe", "fit"):
             if svc[key] not in (None, False) and not (key == "fit" and svc[key] is False):
@@ -257,12 +277,12 @@ def _tensor_override_rules(where, svc, gpus, bad) -> None:
 
 
 def _masked_args(args: list) -> str:
-    """extra_args as written, with the value of every --api-key replaced by ***."""
+    """extra_args as written, with the value of every --api-key and --hf-token replaced by ***."""
     out = []
     for j, arg in enumerate(args):
         if _secret_arg(args, j):
-            flag = re.split(r"[=\s]", arg.strip(), maxsplit=1)[0]
-            out.append("***" if flag != "--api-key" else "--api-key=***" if "=" in arg else "--api-key ***")
+            flag = _flag_of(arg)
+            out.append("***" if flag not in _SECRET_VALUE_FLAGS else f"{flag}=***" if "=" in arg else f"{flag} ***")
         else:
             out.append(repr(arg) if isinstance(arg, str) else "...")  # an item the schema refused (reported)
     return "[" + ", ".join(out) + "]"

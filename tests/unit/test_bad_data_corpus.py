@@ -405,6 +405,12 @@ BAD = [
         "r1: services[0].extra_args[1] = ***: expected a string without control characters (it holds '\\n' at position 20: such a character would break the unit file or the command line the value is written into)",
         "r1: services[0].extra_args = ['--api-key', ***]: expected no --api-key or --api-key-file (a key on the command line is readable by every local user: use api_key_env or api_key_file)",
     ]),
+    ("--hf-token in extra_args", {"services": [svc(extra_args=["--hf-token", SECRET, "--jinja"])]}, [
+        "r1: services[0].extra_args = ['--hf-token', ***, '--jinja']: expected no --hf-token (a token on the command line is readable by every local user, and llamarig downloads the model itself: use hub_token_env or hub_token_file)",
+    ]),
+    ("-hft=TOKEN in extra_args", {"services": [svc(extra_args=[f"-hft={SECRET}"])]}, [
+        "r1: services[0].extra_args = [-hft=***]: expected no --hf-token (a token on the command line is readable by every local user, and llamarig downloads the model itself: use hub_token_env or hub_token_file)",
+    ]),
     ("--api-key-file in extra_args", {"services": [svc(extra_args=["--api-key-file", "/etc/llama.key"])]}, [
         "r1: services[0].extra_args = ['--api-key-file', '/etc/llama.key']: expected no --api-key or --api-key-file (a key on the command line is readable by every local user: use api_key_env or api_key_file)",
     ]),
