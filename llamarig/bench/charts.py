@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from llamarig.bench.summary import DepthRow
+from llamarig.bench.table import context_label
 
 
 def _series(summary: list[DepthRow], figure: str):
     points = [(r.depth, getattr(r, figure)) for r in summary if getattr(r, figure) is not None]
     return ([d for d, _ in points], [s.mean for _, s in points], [s.sd or 0.0 for _, s in points])
-
-
-def _label(depth: int) -> str:
-    return f"{depth // 1024}K" if depth >= 1024 and depth % 1024 == 0 else str(depth)
 
 
 def _plot(ax, summary, figures: dict[str, str], ylabel: str) -> bool:
@@ -30,7 +27,7 @@ def _plot(ax, summary, figures: dict[str, str], ylabel: str) -> bool:
         ax.set_xscale("symlog", base=2, linthresh=max(1, min(d for d in depths if d > 0)))
     if depths:
         ax.set_xticks(sorted(set(depths)))
-        ax.set_xticklabels([_label(d) for d in sorted(set(depths))])
+        ax.set_xticklabels([context_label(d) for d in sorted(set(depths))])
         ax.minorticks_off()
     ax.set_xlabel("context (tokens)")
     ax.set_ylabel(ylabel)

@@ -7,7 +7,8 @@ from llamarig.bench.summary import DepthRow, Stat
 HEADER = ("Context", "Prefill (t/s)", "Decode (t/s)", "TTFT (ms)", "Power (W)", "Decode (tokens/kWh)")
 
 
-def _context(depth: int) -> str:
+def context_label(depth: int) -> str:
+    """512, 4K, 16K: a depth as the seeds write it (the charts' ticks too)."""
     return f"{depth // 1024}K" if depth >= 1024 and depth % 1024 == 0 else str(depth)
 
 
@@ -22,7 +23,7 @@ def _stat(stat: Stat | None, digits: int = 2, grouped: bool = False) -> str:
 
 
 def rows(summary: list[DepthRow]) -> list[tuple[str, ...]]:
-    return [(_context(r.depth), _stat(r.prefill_tps), _stat(r.decode_tps), _stat(r.ttft_ms, 0),
+    return [(context_label(r.depth), _stat(r.prefill_tps), _stat(r.decode_tps), _stat(r.ttft_ms, 0),
              _stat(r.decode_w, 1), _stat(r.decode_tokens_per_kwh, grouped=True)) for r in summary]
 
 

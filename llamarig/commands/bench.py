@@ -142,8 +142,7 @@ def matches_release(raw_argv: list[str] | None, release_argv: list[str]) -> bool
         a == b or a == "***" or "%" in b for a, b in zip(running, release_argv))
 
 
-def build_result(host: str, unit, deployment, raw: dict, started: float) -> dict:
-    summary = summarize(raw)
+def build_result(host: str, unit, deployment, raw: dict, summary: list, started: float) -> dict:
     limits = limits_seen(raw.get("power"))
     release = release_provenance(deployment, unit)
     server = raw["server"]
@@ -214,19 +213,20 @@ def bench_service(host: str, unit, deployment, run, args, root: Path) -> tuple[d
         return None, f"{host} {unit.service}: the bench program failed on the rig (exit {status}): {why}", []
     if not raw.get("ok"):
         return None, f"{host} {unit.service}: not measured: {raw.get('error')}", []
-    result = build_result(host, unit, deployment, raw, started)
+    summary = summarize(raw)
+    result = build_result(host, unit, deployment, raw, summary, started)
     directory = store.service_dir(root, host, unit.service)
     name = store.stamp()
     earlier = store.previous(directory, before=name)
     changes = []
     compared = None
     if earlier is not None:
-        changes = compare([row_from_json(r) for r in earlier[1]["summary"]], summarize(raw))
+        changes = compare([row_from_json(r) for r in earlier[1]["summary"]], summary)
         compared = {"with": earlier[0].name, "changes": [c.to_json() for c in changes],
                     "provenance_changes": provenance_changes(earlier[1], result)}
     result["compared"] = compared
     title = f"{host} {unit.service} ({result['time']})"
-    text = table.render(title, summarize(raw), notes_for(result))
+    text = table.render(title, summary, notes_for(result))
     if compared:
         text += f"  compared with {compared['with']}:\n"
         text += "".join(f"    {c.line()}\n" for c in changes if c.figure in ("prefill_tps", "decode_tps")) or \
@@ -235,7 +235,7 @@ def bench_service(host: str, unit, deployment, run, args, root: Path) -> tuple[d
     path, _ = store.save(directory, name, result, text)
     files = [path]
     if not args.no_charts:
-        files += charts.write(summarize(raw), title, directory / f"{name}-speed.png", directory / f"{name}-energy.png")
+        files += charts.write(summary, title, directory / f"{name}-speed.png", directory / f"{name}-energy.png")
     result["files"] = [str(f) for f in files]
     if not args.json:
         print(text + f"  written: {', '.join(str(f) for f in files)}", flush=True)

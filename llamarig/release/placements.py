@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llamarig.forks.options import canonical
 from llamarig.planner.gguf import ModelInfo
 from llamarig.planner.memory import GiB, MiB, Settings
 from llamarig.planner.placement import Flags
@@ -31,8 +32,6 @@ forks take ``--ctx-size 0``; slots, the server's automatic ones."""
 def settings(doc: dict, service: dict, model: ModelInfo | None = None) -> Settings:
     """The memory-relevant settings a service runs with: its typed keys, the flags among its extra_args
     that change memory (``--swa-full``, ``--cache-ram``, ``--ctx-checkpoints``), else the fork's defaults."""
-    from llamarig.forks.options import canonical
-
     ctx = service["ctx_size"] or (model.n_ctx_train if model else 4096)
     extra_args = list(service.get("extra_args") or [])
     extra = {canonical(doc["build_fork"], a.split("=", 1)[0]) for a in extra_args}
@@ -50,21 +49,16 @@ def settings(doc: dict, service: dict, model: ModelInfo | None = None) -> Settin
 
 def _int_arg(fork: str, args: list[str], flag: str, default: int) -> int:
     """The value of ``flag`` (any spelling of it) among a service's extra_args; the last one wins."""
-    from llamarig.forks.options import canonical
-
     value = default
     for i, word in enumerate(args):
         name, eq, inline = word.partition("=")
-        if canonical(fork, name) == flag or name in _ALIASES.get(flag, ()):
+        if canonical(fork, name) == flag:
             text = inline if eq else (args[i + 1] if i + 1 < len(args) else "")
             try:
                 value = int(text)
             except ValueError:
                 pass
     return value
-
-
-_ALIASES = {"--cache-ram": ("-cram",), "--ctx-checkpoints": ("-ctxcp", "--swa-checkpoints")}
 
 
 def flags_of(service: dict, n_devices: int) -> Flags:
