@@ -78,8 +78,8 @@ PROVENANCE = {
     "model files": ("release", "model", "files"),
     "model revision": ("release", "model", "commit"),
     "GPU power limits": ("power_limits_w",),
-    "driver": ("rig", "driver_version"),
-    "CUDA": ("rig", "cuda_version"),
+    "driver": ("rig_facts", "driver_version"),
+    "CUDA": ("rig_facts", "cuda_version"),
     "unit": ("server", "unit_sha256"),
 }
 

@@ -145,6 +145,11 @@ def test_provenance_changes_name_what_moved():
     assert provenance_changes(old, new) == [
         "build commit: aaaaaaaaaaaa -> bbbbbbbbbbbb", "server flags: -t 2 -> 1",
         "GPU power limits: {'0': [350.0]} -> {'0': [250.0]}"]
+    # a driver update, where a result keeps the rig's facts (``rig`` is the rig's name)
+    old |= {"rig": "garage", "rig_facts": {"driver_version": "550.127.05", "cuda_version": "12.4"}}
+    new = json.loads(json.dumps(old))
+    new["rig_facts"] = {"driver_version": "580.159.04", "cuda_version": "13.0"}
+    assert provenance_changes(old, new) == ["driver: 550.127.05 -> 580.159.04", "CUDA: 12.4 -> 13.0"]
 
 
 def test_flag_changes_are_named_by_flag():
