@@ -121,6 +121,24 @@ def api_key_file(service_name: str) -> str:
     return posixpath.join(CREDENTIALS_DIR, f"{service_name}.api-key")
 
 
+# ``llamarig tune``: its state and programs on the rig live in /run (gone at a reboot, which the boot units
+# answer: the power unit sets the declared limits, the declared services start).
+TUNE_DIR = "/run/llamarig/tune"
+
+
+def tune_prefix(service_name: str) -> str:
+    """The name every transient unit of a service's tune starts with (candidates and the guard)."""
+    return f"llamarig-tune-{service_name}"
+
+
+def tune_guard_unit(service_name: str) -> str:
+    return f"{tune_prefix(service_name)}-guard.service"
+
+
+def tune_candidate_unit(service_name: str, candidate: str) -> str:
+    return f"{tune_prefix(service_name)}-{candidate}.service"
+
+
 def libexec(root: str, name: str) -> str:
     """Where a rig program (``rig_programs/NAME``) is installed on the rig."""
     return posixpath.join(root, "libexec", name)

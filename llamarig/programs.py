@@ -15,6 +15,7 @@ BUILD = "llamarig-build.sh"
 FETCH = "llamarig-fetch-model.py"
 CHECK = "llamarig-check.py"
 BENCH = "llamarig-bench.py"
+TUNE = "llamarig-tune.py"
 
 
 def path(name: str) -> Path:

@@ -54,7 +54,7 @@ DEFAULTS = {
     "build_record": ".llamarig-build.json", "manifest": ".llamarig-manifest.json",
 }
 STRIDE = 1009  # tokens between the starts of two repetitions' prompts
-SMI_FIELDS = ["index", "power.draw", "power.limit", "clocks.sm", "clocks.mem", "temperature.gpu"]
+SMI_FIELDS = ["index", "power.draw", "power.limit", "clocks.sm", "clocks.mem", "temperature.gpu", "memory.used"]
 SECRET_FLAGS = {"--api-key", "--hf-token", "-hft"}
 HTTP_TIMEOUT_S = 30
 

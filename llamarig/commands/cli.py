@@ -18,6 +18,7 @@ from llamarig.lookups.secrets import SecretError
 from llamarig.hostdata.inventory import InventoryError, load_inventory
 from llamarig.commands import bench as benchcli
 from llamarig.commands import lock as lockcli
+from llamarig.commands import tune as tunecli
 from llamarig.commands.releases import ReleaseError, read_locks, release_of
 from llamarig.release.flags import server_args
 from llamarig.release.placements import checkable
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     pl.set_defaults(func=cmd_plan)
     lockcli.add_parser(sub)
     benchcli.add_parser(sub)
+    tunecli.add_parser(sub)
     ver = sub.add_parser("verify", help="check every service on its rig over SSH: unit, /health, /props, exposure")
     ver.add_argument("inventory")
     ver.add_argument("--host", action="append", help="only this rig (repeatable)")

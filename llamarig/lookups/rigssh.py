@@ -60,6 +60,11 @@ def ssh_rig(host: str, data: dict):
         except (OSError, paramiko.SSHException) as exc:
             return None, "", f"{type(exc).__name__}: {exc}"
 
+    def open_channel(command: str):
+        """A command left running: (stdin, stdout, stderr) of its channel (``llamarig tune``'s holder)."""
+        return client.exec_command(sudo + command)
+
+    run.open = open_channel
     try:
         yield run
     finally:

@@ -1,0 +1,221 @@
+"""The tune engine on the GPU machine, with its local runner, and llama.cpp's own fit beside it.
+
+    python bench/tune_device/run_tune.py --model M.gguf --llama BIN --ik BIN --out DIR
+        [--minutes 8] [--depth 1024] [--repetitions 5] [--rounds 3] [--axes ubatch,margin,fork_options]
+
+The rig is ``bench/tune_device/inventory.py`` (one 24 GiB budget on an H200 held by a ballast). The
+candidates come from ``llamarig.tune.candidates.generate`` and go through ``llamarig.tune.prepare``
+(validation, the planner, the flags) exactly as on a rig, once for each fork: the declared service
+on llama.cpp (c0) and on ik_llama.cpp, each with the axes named. Beside them, in every round, the
+reference: llama.cpp's own ``--fit on`` (its default target, 1024 MiB free) at the same context,
+cache, flash attention, batch and threads as the declared service, from the same binary. The engine
+(``llamarig.tune.engine``) interleaves them; ``LocalRunner`` starts each as a child process
+(``rig_programs/llamarig-tune.py``'s LocalServer) and measures it with the bench program's code. Power
+limits are read, never set. The GPU's memory.used is sampled during every measurement (the bench's
+sampler): the peak minus what was used before the first candidate (the ballast) is each candidate's.
+
+Writes DIR/tune.json (everything: candidates, argv, measurements, ranking by decode and by prefill,
+peaks) and DIR/tune.txt (the two tables); candidates' logs under DIR/logs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, REPO)
+
+from llamarig.hostdata.inventory import load_checked  # noqa: E402
+from llamarig.lookups.hub import HubFile, ResolvedModel  # noqa: E402
+from llamarig.planner.gguf import read_model  # noqa: E402
+from llamarig.release.assemble import make_release  # noqa: E402
+from llamarig.release.resolve import Lookups, resolve_rig  # noqa: E402
+from llamarig.release.assemble import RigFacts  # noqa: E402
+from llamarig.tune.candidates import Candidate, combined, generate  # noqa: E402
+from llamarig.tune.engine import Engine, Settings  # noqa: E402
+from llamarig.tune.prepare import Prepared, prepare  # noqa: E402
+from llamarig.tune.rank import rank  # noqa: E402
+from llamarig.tune.report import table  # noqa: E402
+from llamarig.tune.runners import LocalRunner  # noqa: E402
+
+INVENTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "inventory.py")
+
+
+def lookups(model_file: str) -> Lookups:
+    size = os.path.getsize(model_file)
+
+    def hub_model(name, model, endpoint, token):
+        return ResolvedModel(model["repo"], model["revision"], model["revision"],
+                             [HubFile(model["file"], size, "0" * 64)], model["file"], endpoint)
+
+    return Lookups(git_ref=lambda url, ref: ref, hub_model=hub_model,
+                   headers=lambda resolved, token: read_model(model_file),
+                   hub_token=lambda doc: None, api_key=lambda svc: None)
+
+
+def fork_doc(fork: str) -> dict:
+    os.environ["LLAMARIG_TUNE_FORK"] = fork
+    entries, docs = load_checked(INVENTORY)
+    return docs["h200"]
+
+
+def serving_key(doc: dict, look: Lookups) -> tuple[str, str]:
+    rig, problems = resolve_rig("h200", doc, look, None, preview=True, check_explicit=False)
+    if rig is None:
+        raise SystemExit("run_tune: " + "; ".join(map(str, problems)))
+    release = make_release(rig, RigFacts(True, ("90",)))
+    unit = release.units["llamarig-bench.service"]
+    return release.build["key"], unit.binary
+
+
+def prepared_for(fork: str, axes: list[str], facts: dict, look: Lookups, prefix: str) -> tuple[list, dict, str]:
+    doc = fork_doc(fork)
+    svc = doc["services"][0]
+    key, binary = serving_key(doc, look)
+    out = []
+    for c in generate(doc, svc, facts, axes):
+        c = dataclasses.replace(c, id=f"{prefix}{c.id[1:]}", label=f"{fork}: {c.label}")
+        out.append(prepare("h200", doc, "bench", c, (None, None), look, key))
+    return out, doc, binary
+
+
+def fit_reference(doc: dict, binary: str, model_file: str, threads: int | None) -> Prepared:
+    svc = doc["services"][0]
+    argv = ["--model", model_file, "--ctx-size", str(svc["ctx_size"]), "--parallel", str(svc["parallel"]),
+            "--flash-attn", "on", "--fit", "on", "--host", "127.0.0.1", "--port", "@PORT@"]
+    c = Candidate("fit", "llama.cpp --fit on (reference)", "reference")
+    return Prepared(c, binary=binary, argv=argv,
+                    properties=["Environment=CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=0"])
+
+
+def memory_used() -> list[int]:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20).stdout
+        return [int(float(x)) for x in out.split()]
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return []
+
+
+def peaks(raws: list[dict]) -> list[int] | None:
+    best = None
+    for raw in raws:
+        power = raw.get("power") or {}
+        fields = power.get("fields") or []
+        if "memory.used" not in fields:
+            continue
+        i = fields.index("memory.used")
+        for sample in power.get("samples") or []:
+            values = [row[i] for row in sample[1:]]
+            if None in values:
+                continue
+            best = values if best is None else [max(a, b) for a, b in zip(best, values)]
+    return best
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--llama", required=True, help="mainline llama-server")
+    ap.add_argument("--ik", help="ik_llama.cpp's llama-server (none: mainline only)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--minutes", type=float, default=8)
+    ap.add_argument("--depth", type=int, default=1024)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--repetitions", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--axes", default="ubatch,margin,fork_options")
+    ap.add_argument("--ik-axes", default=None, help="axes for ik_llama.cpp (default: --axes)")
+    ap.add_argument("--gpus", default="0", help="nvidia-smi indices sampled (empty: none)")
+    ap.add_argument("--load-timeout", type=float, default=300)
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    gpus = [int(g) for g in args.gpus.split(",") if g.strip()]
+    look = lookups(args.model)
+    say = lambda text: print(f"tune: {text}", flush=True)  # noqa: E731
+    binaries = {}
+
+    def map_argv(argv):
+        out = list(argv)
+        for i, word in enumerate(out[:-1]):
+            if word in ("--model", "-m"):
+                out[i + 1] = args.model
+        return out
+
+    runner = LocalRunner(os.path.join(args.out, "logs"), gpus, binary=lambda b: binaries.get(b, b), argv=map_argv,
+                         say=say)
+    runner.load_timeout_s = args.load_timeout
+    facts = runner.begin()
+    before = memory_used()
+    say(f"rig facts: {json.dumps(facts)}; memory.used before: {before}")
+    axes = [a for a in args.axes.split(",") if a]
+    prepared, doc, llama_bin = prepared_for("llama.cpp", axes, facts, look, "m")
+    binaries[llama_bin] = args.llama
+    docs = {"llama.cpp": doc}
+    if args.ik:
+        ik_axes = [a for a in (args.ik_axes or args.axes).split(",") if a]
+        ik_prepared, ik_doc, ik_bin = prepared_for("ik_llama.cpp", ik_axes, facts, look, "k")
+        binaries[ik_bin] = args.ik
+        prepared += ik_prepared
+        docs["ik_llama.cpp"] = ik_doc
+    fit = fit_reference(doc, args.llama, args.model, None)
+    prepared = [p for p in prepared if p.candidate.id == "m0"] + [fit] + \
+        [p for p in prepared if p.candidate.id != "m0"]
+    # the engine's baseline id is c0: the declared service on mainline
+    for p in prepared:
+        if p.candidate.id == "m0":
+            p.candidate = dataclasses.replace(p.candidate, id="c0")
+    for p in prepared:
+        state = f"not run: {p.problem}" if p.problem else " ".join(p.argv)
+        say(f"{p.candidate.id} {p.candidate.label}: {state}")
+
+    def combine(best_by_axis, next_id):
+        by_fork = {}
+        for axis, c in best_by_axis.items():
+            by_fork.setdefault(c.label.split(":")[0], {})[axis] = c
+        # the combination is made within the best candidate's fork
+        fork = max(by_fork, key=lambda f: len(by_fork[f]))
+        c = combined([], by_fork[fork], next_id)
+        if c is None:
+            return None
+        c = dataclasses.replace(c, label=f"{fork}: " + c.label.replace(f"{fork}: ", ""))
+        key, _ = serving_key(docs[fork], look)
+        return prepare("h200", docs[fork], "bench", c, (None, None), look, key)
+
+    settings = Settings(objective="decode", depth=args.depth, repetitions=args.repetitions, tokens=args.tokens,
+                        minutes=args.minutes, rounds=args.rounds, load_timeout_s=args.load_timeout, gpus=gpus,
+                        keep=["fit"], also_rank=["prefill"])
+    t0 = time.time()
+    outcome = Engine(runner, prepared, settings, combine=combine, say=say).run()
+    labels = {cid: p.candidate.label for cid, p in outcome.prepared.items()}
+    result = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "seconds": round(time.time() - t0, 1),
+              "settings": dataclasses.asdict(settings), "facts": facts, "memory_used_before_mib": before,
+              "candidates": [p.to_json() for p in outcome.prepared.values()], "failures": outcome.failures,
+              "not_run": outcome.not_run, "log": outcome.log, "rounds_run": outcome.rounds_run,
+              "peak_memory_used_mib": {cid: peaks(raws) for cid, raws in outcome.measured.items()},
+              "measurements": outcome.measured, "ranking": {}}
+    texts = []
+    for objective in ("decode", "prefill"):
+        for baseline in ("c0", "fit"):
+            ranked = rank(labels, outcome.measured, outcome.failures, outcome.not_run, objective, args.depth,
+                          baseline=baseline)
+            result["ranking"][f"{objective}-vs-{baseline}"] = [r.to_json() for r in ranked]
+            texts.append(table(f"{objective} at depth {args.depth}, against "
+                               f"{'llamarig plan on llama.cpp (c0)' if baseline == 'c0' else 'llama.cpp --fit on'}",
+                               ranked, objective, []))
+    with open(os.path.join(args.out, "tune.json"), "w") as handle:
+        json.dump(result, handle, indent=1, default=str)
+    with open(os.path.join(args.out, "tune.txt"), "w") as handle:
+        handle.write("\n".join(texts))
+    print("\n".join(texts), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
