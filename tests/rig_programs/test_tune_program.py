@@ -1,0 +1,91 @@
+"""rig_programs/llamarig-tune.py's candidate runner, through the local runner (as on the GPU bench machine),
+against a stand-in llama-server program whose speed follows its flags: readiness, the failure words
+(out of memory, failed to start, too slow to load), and the whole engine picking the candidate that
+must win. (The systemd side, the guard and the restore: tests/e2e/test_tune.py on the container rigs.)"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from llamarig.tune.candidates import Candidate
+from llamarig.tune.engine import Engine, Settings
+from llamarig.tune.prepare import Prepared
+from llamarig.tune.rank import rank, winner
+from llamarig.tune.runners import LocalRunner
+from llamarig.tune.transient import PORT_WORD
+from tests.rig_programs.helpers import ROOT, stand_in
+
+
+@pytest.fixture
+def server_bin(tmp_path):
+    return str(stand_in(tmp_path / "bin", "llama-server",
+                        f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests/rig_programs/fake_llama_server.py"} "$@"\n'))
+
+
+def cand(cid: str, *flags: str, axis: str | None = "threads") -> Prepared:
+    return Prepared(Candidate(cid, cid if not flags else " ".join(flags), axis if cid != "c0" else None),
+                    binary="/opt/llamarig/builds/KEY/bin/llama-server",
+                    argv=["--ctx-size", "4096", *flags, "--host", "127.0.0.1", "--port", PORT_WORD],
+                    properties=["Environment=CUDA_VISIBLE_DEVICES=0 FAKE_MARK=1"])
+
+
+def runner(tmp_path, server_bin, **env) -> LocalRunner:
+    for key, value in env.items():
+        os.environ[key] = value
+    r = LocalRunner(str(tmp_path / "logs"), [], binary=lambda b: server_bin, say=lambda t: None)
+    r.load_timeout_s = 20
+    return r
+
+
+@pytest.fixture(autouse=True)
+def clean_env():
+    before = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(before)
+
+
+def test_a_candidate_starts_on_its_own_port_is_measured_and_stopped(tmp_path, server_bin):
+    r = runner(tmp_path, server_bin)
+    started = r.start(cand("c0", "--threads", "3"), 60)
+    assert started["ok"], started
+    assert started["url"].startswith("http://127.0.0.1:") and not started["url"].endswith(PORT_WORD)
+    raw = r.bench(started, {"depths": [64], "repetitions": 2, "tokens": 4, "warmup": 0, "gpus": []})
+    assert raw["ok"] and [run["predicted_per_second"] for run in raw["runs"]] == [80.0, 80.0]
+    proc = started["server"].proc
+    log = open(started["log"]).read()
+    assert "--threads 3" in log and "--port " + started["url"].rsplit(":", 1)[1] in log
+    r.stop(started)
+    assert proc.poll() is not None
+
+
+def test_the_failures_are_said_in_words_and_the_process_is_gone(tmp_path, server_bin):
+    r = runner(tmp_path, server_bin, FAKE_OOM_UBATCH="4096", FAKE_REFUSE="--bogus")
+    oom = r.start(cand("c1", "--ubatch-size", "4096"), 60)
+    assert not oom["ok"] and oom["failure"]["kind"] == "out of memory"
+    assert "cudaMalloc failed" in oom["failure"]["detail"]
+    refused = r.start(cand("c2", "--bogus"), 60)
+    assert not refused["ok"] and refused["failure"]["kind"] == "failed to start"
+    assert "exit status 1" in refused["failure"]["detail"] and "--bogus" in refused["failure"]["log"]
+    os.environ["FAKE_LOAD_S"] = "30"
+    r.load_timeout_s = 1.5
+    slow = r.start(cand("c3"), 60)
+    assert not slow["ok"] and slow["failure"]["kind"] == "did not load in time"
+    assert slow["server"].proc.poll() is not None
+
+
+def test_the_engine_with_the_local_runner_finds_the_faster_threads_and_reports_the_oom(tmp_path, server_bin):
+    r = runner(tmp_path, server_bin, FAKE_OOM_UBATCH="4096")
+    ps = [cand("c0"), cand("c1", "--threads", "1"), cand("c2", "--threads", "4"),
+          cand("c3", "--ubatch-size", "4096", axis="ubatch")]
+    s = Settings(objective="decode", depth=64, repetitions=2, tokens=4, rounds=2, minutes=3, load_timeout_s=20)
+    out = Engine(r, ps, s, say=lambda t: None).run()
+    assert out.failures["c3"]["kind"] == "out of memory" and "c3" not in out.measured
+    ranked = rank({p.candidate.id: p.candidate.label for p in ps}, out.measured, out.failures, out.not_run,
+                  "decode", 64)
+    best = winner(ranked)
+    assert best is not None and best.id == "c2" and best.score.mean == pytest.approx(90.0)
+    assert len(out.measured["c2"]) == 2  # a finalist: measured again in round 2
