@@ -19,6 +19,9 @@ build_jobs = None  # None: the rig's CPU count
 build_root = "/opt/llamarig"
 build_ccache_dir = "/var/cache/ccache"  # None: build without ccache
 build_packages = ["build-essential", "cmake", "git", "ccache"]
+# other builds `llamarig tune` may build (each in its own prefix) and try, e.g.
+# [{"build_fork": "ik_llama.cpp", "build_git_url": "https://github.com/ikawrakow/ik_llama.cpp", "build_ref": "main"}]
+tune_forks = []
 
 # --- hub: where models come from ---
 hub_endpoint = "https://huggingface.co"

@@ -2,20 +2,17 @@
 # no systemd and no SSH; the tune engine runs there with its local runner). One H200 held by a
 # ballast allocation to a 24 GiB budget, declared as a 24 GiB card; the Qwen3-30B-A3B-shaped Q8_0
 # GGUF of bench/serve_bench/write_model.py; one service planned by llamarig (placement: auto) at
-# 16K context. The fork is chosen by LLAMARIG_TUNE_FORK (run_tune.py loads this file once per fork).
-import os
-
-_fork = os.environ.get("LLAMARIG_TUNE_FORK", "llama.cpp")
-
+# 16K context, on llama.cpp, with ik_llama.cpp as the other build the tune may try (tune_forks).
 h200 = [
     ("h200", {
         "gpus": [{"model": "NVIDIA H200", "memory_gib": 24}],
         "ram_gib": 100,
         "gpu_margin_mib": 1024,
-        "build_fork": _fork,
-        "build_git_url": "https://github.com/ggml-org/llama.cpp" if _fork == "llama.cpp"
-        else "https://github.com/ikawrakow/ik_llama.cpp",
-        "build_ref": "0" * 40,
+        "build_fork": "llama.cpp",
+        "build_git_url": "https://github.com/ggml-org/llama.cpp",
+        "build_ref": "llama-cpp-python-0.3.36",
+        "tune_forks": [{"build_fork": "ik_llama.cpp", "build_git_url": "https://github.com/ikawrakow/ik_llama.cpp",
+                        "build_ref": "ik-llama-cpp-python-0.1.5"}],
         "build_cuda_architectures": [90],
         "models": {"qwen3moe": {"repo": "bench/qwen3-30b-a3b-shaped", "revision": "0" * 40,
                                 "file": "model.gguf"}},

@@ -4,9 +4,9 @@
         [--minutes 8] [--depth 1024] [--repetitions 5] [--rounds 3] [--axes ubatch,margin,fork_options]
 
 The rig is ``bench/tune_device/inventory.py`` (one 24 GiB budget on an H200 held by a ballast). The
-candidates come from ``llamarig.tune.candidates.generate`` and go through ``llamarig.tune.prepare``
-(validation, the planner, the flags) exactly as on a rig, once for each fork: the declared service
-on llama.cpp (c0) and on ik_llama.cpp, each with the axes named. Beside them, in every round, the
+candidates come from ``llamarig.tune.candidates.with_forks`` and go through ``llamarig.tune.prepare``
+(validation, the planner, the flags) exactly as on a rig: the declared service on llama.cpp (c0),
+its axes, and the same on ik_llama.cpp (the inventory's tune_forks, b1c0...). Beside them, in every round, the
 reference: llama.cpp's own ``--fit on`` (its default target, 1024 MiB free) at the same context,
 cache, flash attention, batch and threads as the declared service, from the same binary. The engine
 (``llamarig.tune.engine``) interleaves them; ``LocalRunner`` starts each as a child process
@@ -37,9 +37,10 @@ from llamarig.planner.gguf import read_model  # noqa: E402
 from llamarig.release.assemble import make_release  # noqa: E402
 from llamarig.release.resolve import Lookups, resolve_rig  # noqa: E402
 from llamarig.release.assemble import RigFacts  # noqa: E402
-from llamarig.tune.candidates import Candidate, combined, generate  # noqa: E402
+from llamarig.tune.candidates import Candidate, combined, with_forks  # noqa: E402
 from llamarig.tune.engine import Engine, Settings  # noqa: E402
-from llamarig.tune.prepare import Prepared, prepare  # noqa: E402
+from llamarig.tune.prepare import Prepared, changed_doc, prepare  # noqa: E402
+from llamarig.hostdata.validate import validate_host  # noqa: E402
 from llamarig.tune.rank import rank  # noqa: E402
 from llamarig.tune.report import table  # noqa: E402
 from llamarig.tune.runners import LocalRunner  # noqa: E402
@@ -54,35 +55,40 @@ def lookups(model_file: str) -> Lookups:
         return ResolvedModel(model["repo"], model["revision"], model["revision"],
                              [HubFile(model["file"], size, "0" * 64)], model["file"], endpoint)
 
-    return Lookups(git_ref=lambda url, ref: ref, hub_model=hub_model,
+    return Lookups(git_ref=lambda url, ref: "0" * 40, hub_model=hub_model,
                    headers=lambda resolved, token: read_model(model_file),
                    hub_token=lambda doc: None, api_key=lambda svc: None)
 
 
-def fork_doc(fork: str) -> dict:
-    os.environ["LLAMARIG_TUNE_FORK"] = fork
+def rig_doc() -> dict:
     entries, docs = load_checked(INVENTORY)
     return docs["h200"]
 
 
-def serving_key(doc: dict, look: Lookups) -> tuple[str, str]:
+def release_of(doc: dict, look: Lookups):
     rig, problems = resolve_rig("h200", doc, look, None, preview=True, check_explicit=False)
     if rig is None:
-        raise SystemExit("run_tune: " + "; ".join(map(str, problems)))
-    release = make_release(rig, RigFacts(True, ("90",)))
-    unit = release.units["llamarig-bench.service"]
-    return release.build["key"], unit.binary
+        return None, "; ".join(getattr(p, "expected", str(p)) for p in problems)
+    return make_release(rig, RigFacts(True, ("90",))), None
 
 
-def prepared_for(fork: str, axes: list[str], facts: dict, look: Lookups, prefix: str) -> tuple[list, dict, str]:
-    doc = fork_doc(fork)
-    svc = doc["services"][0]
-    key, binary = serving_key(doc, look)
-    out = []
-    for c in generate(doc, svc, facts, axes):
-        c = dataclasses.replace(c, id=f"{prefix}{c.id[1:]}", label=f"{fork}: {c.label}")
-        out.append(prepare("h200", doc, "bench", c, (None, None), look, key))
-    return out, doc, binary
+def preparer(doc: dict, look: Lookups, binaries: dict, local: dict):
+    """prepare() as the CLI does it: each candidate against its own build (the rig's, or a tune_forks one),
+    whose llama-server is mapped to this machine's build of that fork."""
+    def prep(c: Candidate) -> Prepared:
+        normalized, problems = validate_host("h200", changed_doc(doc, "bench", c))
+        if problems:
+            return Prepared(c, problem="; ".join(f"{p.path}: {p.expected}" for p in problems[:3]))
+        release, problem = release_of(normalized, look)
+        if release is None:
+            return Prepared(c, problem=problem)
+        p = prepare("h200", doc, "bench", c, (None, None), look, release.build["key"])
+        if p.binary:
+            binaries[p.binary] = local.get(normalized["build_fork"]) or ""
+            if not binaries[p.binary]:
+                p.problem = f"no {normalized['build_fork']} build on this machine"
+        return p
+    return prep
 
 
 def fit_reference(doc: dict, binary: str, model_file: str, threads: int | None) -> Prepared:
@@ -131,7 +137,6 @@ def main() -> int:
     ap.add_argument("--repetitions", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--axes", default="ubatch,margin,fork_options")
-    ap.add_argument("--ik-axes", default=None, help="axes for ik_llama.cpp (default: --axes)")
     ap.add_argument("--gpus", default="0", help="nvidia-smi indices sampled (empty: none)")
     ap.add_argument("--load-timeout", type=float, default=300)
     args = ap.parse_args()
@@ -155,38 +160,19 @@ def main() -> int:
     before = memory_used()
     say(f"rig facts: {json.dumps(facts)}; memory.used before: {before}")
     axes = [a for a in args.axes.split(",") if a]
-    prepared, doc, llama_bin = prepared_for("llama.cpp", axes, facts, look, "m")
-    binaries[llama_bin] = args.llama
-    docs = {"llama.cpp": doc}
-    if args.ik:
-        ik_axes = [a for a in (args.ik_axes or args.axes).split(",") if a]
-        ik_prepared, ik_doc, ik_bin = prepared_for("ik_llama.cpp", ik_axes, facts, look, "k")
-        binaries[ik_bin] = args.ik
-        prepared += ik_prepared
-        docs["ik_llama.cpp"] = ik_doc
+    doc = rig_doc()
+    local = {"llama.cpp": args.llama, "ik_llama.cpp": args.ik}
+    prep = preparer(doc, look, binaries, local)
+    prepared = [prep(c) for c in with_forks(doc, doc["services"][0], facts, axes)]
     fit = fit_reference(doc, args.llama, args.model, None)
-    prepared = [p for p in prepared if p.candidate.id == "m0"] + [fit] + \
-        [p for p in prepared if p.candidate.id != "m0"]
-    # the engine's baseline id is c0: the declared service on mainline
-    for p in prepared:
-        if p.candidate.id == "m0":
-            p.candidate = dataclasses.replace(p.candidate, id="c0")
+    prepared = prepared[:1] + [fit] + prepared[1:]
     for p in prepared:
         state = f"not run: {p.problem}" if p.problem else " ".join(p.argv)
         say(f"{p.candidate.id} {p.candidate.label}: {state}")
 
     def combine(best_by_axis, next_id):
-        by_fork = {}
-        for axis, c in best_by_axis.items():
-            by_fork.setdefault(c.label.split(":")[0], {})[axis] = c
-        # the combination is made within the best candidate's fork
-        fork = max(by_fork, key=lambda f: len(by_fork[f]))
-        c = combined([], by_fork[fork], next_id)
-        if c is None:
-            return None
-        c = dataclasses.replace(c, label=f"{fork}: " + c.label.replace(f"{fork}: ", ""))
-        key, _ = serving_key(docs[fork], look)
-        return prepare("h200", docs[fork], "bench", c, (None, None), look, key)
+        c = combined([], best_by_axis, next_id)
+        return prep(c) if c is not None else None
 
     settings = Settings(objective="decode", depth=args.depth, repetitions=args.repetitions, tokens=args.tokens,
                         minutes=args.minutes, rounds=args.rounds, load_timeout_s=args.load_timeout, gpus=gpus,
@@ -208,7 +194,7 @@ def main() -> int:
             result["ranking"][f"{objective}-vs-{baseline}"] = [r.to_json() for r in ranked]
             texts.append(table(f"{objective} at depth {args.depth}, against "
                                f"{'llamarig plan on llama.cpp (c0)' if baseline == 'c0' else 'llama.cpp --fit on'}",
-                               ranked, objective, []))
+                               ranked, objective, [], against="declared" if baseline == "c0" else "fit"))
     with open(os.path.join(args.out, "tune.json"), "w") as handle:
         json.dump(result, handle, indent=1, default=str)
     with open(os.path.join(args.out, "tune.txt"), "w") as handle:

@@ -15,6 +15,7 @@ back as it was or nothing could be measured; 2 for usage errors.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -27,7 +28,7 @@ from llamarig.commands.releases import ReleaseError, read_locks, release_of
 from llamarig.hostdata.inventory import load_checked
 from llamarig.hostdata.validate import service_gpus
 from llamarig.lookups.rigssh import ssh_rig
-from llamarig.tune.candidates import AXES, DEFAULT_AXES, Candidate, combined, generate
+from llamarig.tune.candidates import AXES, DEFAULT_AXES, Candidate, combined, fork_keys, with_forks
 from llamarig.tune.engine import Engine, Settings
 from llamarig.tune.prepare import prepare
 from llamarig.tune.rank import OBJECTIVES, rank, winner
@@ -161,10 +162,62 @@ def cmd_tune(args) -> int:
         connection.__exit__(None, None, None)
 
 
+BUILD_KEYS = ("build_fork", "build_git_url", "build_ref", "build_cmake_options", "build_targets")
+
+
+def build_of(doc: dict) -> tuple:
+    return tuple(json.dumps(doc[k], sort_keys=True) for k in BUILD_KEYS)
+
+
+def other_builds(host: str, doc: dict, locks, say) -> dict:
+    """The release of every ``tune_forks`` build: {build: (lookups, build plan) or the problem}."""
+    from llamarig.release.assemble import assumed_facts, facts_from_lock, make_release
+    from llamarig.release.resolve import LockUse, resolve_rig, real_lookups
+    from llamarig.hostdata.validate import validate_host
+
+    look = dataclasses.replace(real_lookups(), api_key=lambda service: None)
+    memo: dict = {}
+
+    def git_ref(url, ref, _real=look.git_ref):  # one ls-remote per build, not per candidate
+        if (url, ref) not in memo:
+            memo[(url, ref)] = _real(url, ref)
+        return memo[(url, ref)]
+
+    look = dataclasses.replace(look, git_ref=git_ref)
+    path, entries = locks
+    entry = entries.get(host) if entries is not None else None
+    out = {}
+    for item in doc["tune_forks"]:
+        other = {**doc, **fork_keys(doc, item)}
+        name = f"tune_forks {item['build_fork']} {item['build_ref']}"
+        normalized, problems = validate_host(host, other)
+        if problems:
+            out[build_of(other)] = f"{name}: " + "; ".join(f"{p.path}: {p.expected}" for p in problems[:3])
+            continue
+        use = LockUse(path, entry, mode="reuse") if entry is not None else None
+        rig, problems = resolve_rig(host, normalized, look, use, preview=False, check_explicit=True)
+        if rig is None:
+            out[build_of(other)] = f"{name}: " + "; ".join(getattr(p, "expected", str(p)) for p in problems[:3])
+            continue
+        facts = facts_from_lock(entry) if entry is not None else assumed_facts(normalized)[0]
+        out[build_of(other)] = (look, make_release(rig, facts).build)
+        say(f"{name}: commit {rig.commit[:12]}, build {out[build_of(other)][1]['key']}")
+    return out
+
+
 def tune_on_rig(args, doc, svc, unit, deployment, locks, run, settings, axes, say, started) -> int:
     runner = RigRunner(run, args.service, unit.expect, settings.gpus,
                        settings.minutes * 60 + args.load_timeout + GUARD_SLACK_S, say=say)
     runner.load_timeout_s = args.load_timeout
+    builds = other_builds(args.host, doc, locks, say) if doc["tune_forks"] else {}
+    for build, found in builds.items():
+        if isinstance(found, str):
+            say(f"{found}: not tried")
+            continue
+        problem = runner.build(found[1], doc)  # while the declared service still serves
+        if problem:
+            builds[build] = problem
+            say(problem)
     try:
         facts = runner.begin()
     except TuneError as exc:
@@ -175,12 +228,17 @@ def tune_on_rig(args, doc, svc, unit, deployment, locks, run, settings, axes, sa
         "starts it again if this command goes away")
     outcome, end = None, None
     try:
-        build_key = deployment.release.build["key"]
+        serving = (bench_lookups(), deployment.release.build["key"])
 
         def prep(candidate):
-            return prepare(args.host, doc, args.service, candidate, locks, bench_lookups(), build_key)
+            from llamarig.tune.prepare import Prepared, changed_doc
+            found = builds.get(build_of(changed_doc(doc, args.service, candidate)), serving)
+            if isinstance(found, str):
+                return Prepared(candidate, problem=found)
+            look, plan = found if found is not serving else (serving[0], {"key": serving[1]})
+            return prepare(args.host, doc, args.service, candidate, locks, look, plan["key"])
 
-        prepared = [prep(c) for c in generate(doc, svc, facts, axes) + args.tries]
+        prepared = [prep(c) for c in with_forks(doc, svc, facts, axes) + args.tries]
         for p in prepared:
             if p.problem:
                 say(f"{p.candidate.label}: not run: {p.problem}")

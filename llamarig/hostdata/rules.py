@@ -149,6 +149,10 @@ def cross_check(host: str, doc: dict) -> list[Problem]:
     targets = doc["build_targets"]
     if isinstance(targets, list) and all(isinstance(t, str) for t in targets) and "llama-server" not in targets:
         bad("build_targets", doc["build_targets"], "a list that includes llama-server")
+    for i, other in enumerate(doc.get("tune_forks") or []):
+        if isinstance(other, dict) and isinstance(other.get("build_targets"), list) and \
+                "llama-server" not in other["build_targets"]:
+            bad(f"tune_forks[{i}].build_targets", other["build_targets"], "a list that includes llama-server")
 
     if doc["service_user"] == "root":
         bad("service_user", doc["service_user"], "a user other than root (the hardened units run the servers unprivileged)")

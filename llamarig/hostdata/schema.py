@@ -196,6 +196,21 @@ SCHEMA = {
                                    "meta": _doc("ccache directory on the rig; null: no ccache", "/var/cache/ccache")}),
     "build_packages": {"type": "list", "required": True, "schema": {"type": "string"},
                        "meta": _doc("Debian packages the build needs", ["build-essential", "cmake", "git", "ccache"])},
+    "tune_forks": {"type": "list", "default": [],
+                   "schema": {"type": "dict", "schema": {
+                       "build_fork": {"type": "string", "required": True, "allowed": FORKS},
+                       "build_git_url": {"type": "string", "required": True, "empty": False},
+                       "build_ref": {"type": "string", "required": True, "empty": False},
+                       "build_cmake_options": _nullable({"type": "list", "default": None,
+                                                         "schema": {"type": "string", "regex": CMAKE_OPTION_REGEX}}),
+                       "build_targets": _nullable({"type": "list", "default": None, "minlength": 1,
+                                                   "schema": {"type": "string", "regex": TARGET_REGEX}}),
+                   }},
+                   "meta": _doc("other builds `llamarig tune` may build on the rig (each in its own prefix; the serving "
+                                "build and its link are left alone) and try the services on; `build_cmake_options` "
+                                "and `build_targets` default to the rig's",
+                                [{"build_fork": "ik_llama.cpp", "build_git_url": "https://github.com/ikawrakow/ik_llama.cpp",
+                                  "build_ref": "main"}])},
     "hub_endpoint": {"type": "string", "required": True, "regex": HTTP_REGEX,
                      "meta": _doc("Hugging Face Hub endpoint (HF_ENDPOINT) for the controller and the rig", "https://huggingface.co")},
     "hub_token_env": _nullable({"type": "string", "required": True, "regex": ENV_NAME_REGEX,

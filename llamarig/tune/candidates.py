@@ -145,3 +145,30 @@ def combined(candidates: list[Candidate], best_by_axis: dict[str, Candidate], ne
         power.update(c.power)
     label = " + ".join(c.label for c in picks)
     return Candidate(f"c{next_id}", label, None, service, rig, power)
+
+
+def fork_keys(doc: dict, entry: dict) -> dict:
+    """The rig keys that make the rig build a ``tune_forks`` entry instead of its own build."""
+    return {"build_fork": entry["build_fork"], "build_git_url": entry["build_git_url"], "build_ref": entry["build_ref"],
+            "build_cmake_options": list(entry["build_cmake_options"] if entry["build_cmake_options"] is not None
+                                        else doc["build_cmake_options"]),
+            "build_targets": list(entry["build_targets"] if entry["build_targets"] is not None
+                                  else doc["build_targets"])}
+
+
+def with_forks(doc: dict, service: dict, facts: dict, axes: list[str], arch: str | None = None) -> list[Candidate]:
+    """``generate`` for the rig's own build, then for each of its ``tune_forks``: the declared service on that
+    build (axis ``fork``) and its axes' values there (ids ``b1c0``, ``b1c1``, ...; power limits are tried on the
+    serving build only). Each candidate of another build carries that build's keys as rig keys."""
+    out = generate(doc, service, facts, axes, arch)
+    entries = doc.get("tune_forks") or []
+    for n, entry in enumerate(entries, 1):
+        keys = fork_keys(doc, entry)
+        other = {**doc, **keys}
+        twice = sum(1 for e in entries if e["build_fork"] == entry["build_fork"]) > 1 or \
+            entry["build_fork"] == doc["build_fork"]
+        name = f"{keys['build_fork']} {keys['build_ref']}" if twice else keys["build_fork"]
+        for c in generate(other, service, facts, [a for a in axes if a != "power"], arch):
+            out.append(Candidate(f"b{n}{c.id}", f"{name}: {c.label}", c.axis or "fork", dict(c.service),
+                                 {**keys, **c.rig}, dict(c.power)))
+    return out

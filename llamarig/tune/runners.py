@@ -78,11 +78,26 @@ class RigRunner:
                   "    p=os.path.join(sys.argv[1],name)\n    open(p+'.tmp','wb').write(base64.b64decode(data))\n"
                   "    os.replace(p+'.tmp',p)\n")
         words = ["python3", "-c", writer, self.dir]
-        for name in (programs.TUNE, programs.BENCH):
+        for name in (programs.TUNE, programs.BENCH, programs.BUILD):
             words += [name, base64.b64encode(programs.path(name).read_bytes()).decode()]
         status, out, err = self.run(_quote(words), 60)
         if status != 0:
             raise TuneError(f"could not install the tune's programs in {self.dir}: {(err or out).strip()[-300:]}")
+
+    def build(self, plan: dict, doc: dict) -> str | None:
+        """Build another fork or commit into its own prefix with the deploy's build program (nothing else is
+        touched: the serving prefix and the link stay); None when built (or built before), else the problem."""
+        self.install()
+        env = f"CCACHE_DIR={shlex.quote(doc['build_ccache_dir'])} " if doc["build_ccache_dir"] else ""
+        words = ["sh", f"{self.dir}/{programs.BUILD}", plan["src"], plan["url"], plan["commit"], plan["work"],
+                 plan["build_dir"], plan["prefix"], doc["build_jobs"] or 0, " ".join(plan["targets"]),
+                 layout.BUILD_RECORD, plan["record"], "--", *plan["cmake_args"]]
+        self.say(f"building {plan['key']} in {plan['prefix']} (the serving build is left as it is)")
+        status, out, err = self.run(env + _quote(words) + " 2>&1", 4 * 3600,
+                                    on_line=lambda line: self.say(line) if line.startswith("llamarig-build:") else None)
+        if status != 0:
+            return f"the build of {plan['key']} failed (exit {status}): {out.strip()[-600:]}"
+        return None
 
     def begin(self) -> dict:
         self.install()

@@ -39,6 +39,11 @@ def model(key, **setup):
     return lambda v: {"models": {"gemma": {**MODEL, **setup, key: v}}}
 
 
+def fork(**kw) -> dict:
+    return {"build_fork": "ik_llama.cpp", "build_git_url": "https://github.com/ikawrakow/ik_llama.cpp",
+            "build_ref": "main", **kw}
+
+
 # slot -> (valid values, host data overrides holding the value, the problem path it is reported at)
 VALUES = {
     "build_fork": (["llama.cpp", "ik_llama.cpp"], top("build_fork"), "build_fork"),
@@ -51,6 +56,17 @@ VALUES = {
                               lambda v: {"build_cmake_options": [v]}, "build_cmake_options[0]"),
     "build_targets[]": (["llama-bench", "llama-gguf-split", "llama-cli"],
                         lambda v: {"build_targets": ["llama-server", v]}, "build_targets[1]"),
+    "tune_forks[].build_fork": (["ik_llama.cpp", "llama.cpp"], lambda v: {"tune_forks": [fork(build_fork=v)]},
+                                "tune_forks[0].build_fork"),
+    "tune_forks[].build_git_url": (["https://github.com/ikawrakow/ik_llama.cpp", "/srv/git/ik"],
+                                   lambda v: {"tune_forks": [fork(build_git_url=v)]}, "tune_forks[0].build_git_url"),
+    "tune_forks[].build_ref": (["main", "b4000"], lambda v: {"tune_forks": [fork(build_ref=v)]},
+                               "tune_forks[0].build_ref"),
+    "tune_forks[].build_cmake_options[]": (["-DGGML_IQK_FA_ALL_QUANTS=OFF"],
+                                           lambda v: {"tune_forks": [fork(build_cmake_options=[v])]},
+                                           "tune_forks[0].build_cmake_options[0]"),
+    "tune_forks[].build_targets[]": (["llama-bench"], lambda v: {"tune_forks": [fork(build_targets=["llama-server", v])]},
+                                     "tune_forks[0].build_targets[1]"),
     "build_root": (["/opt/llamarig", "/srv/llamarig-2"], top("build_root"), "build_root"),
     "build_ccache_dir": (["/var/cache/ccache", "/srv/ccache"], top("build_ccache_dir"), "build_ccache_dir"),
     "build_packages[]": (["cmake", "libcurl4-openssl-dev", "g++"], lambda v: {"build_packages": [v]}, "build_packages[0]"),

@@ -295,3 +295,21 @@ def test_energy_and_power_need_gpus(tmp_path, capsys):
 
 def test_the_axes_are_documented():
     assert set(cands.DEFAULT_AXES) < set(cands.AXES) and "power" not in cands.DEFAULT_AXES
+
+
+def test_another_build_is_tried_with_its_own_keys_and_never_at_other_power_limits():
+    from llamarig.tune.candidates import with_forks
+    ik = {"build_fork": "ik_llama.cpp", "build_git_url": "https://github.com/ikawrakow/ik_llama.cpp",
+          "build_ref": "main"}
+    doc = doc_of(tune_forks=[ik], services=[{"name": "chat", "model": "gemma", "port": 8080, "threads": 8,
+                                              "gpus": [0]}])
+    out = with_forks(doc, doc["services"][0], FACTS, ["threads", "fork_options", "power"])
+    other = [c for c in out if c.id.startswith("b1")]
+    assert other[0].id == "b1c0" and other[0].label == "ik_llama.cpp: declared" and other[0].axis == "fork"
+    assert all(c.rig["build_fork"] == "ik_llama.cpp" and c.rig["build_ref"] == "main" for c in other)
+    assert all(c.rig["build_targets"] == doc["build_targets"] for c in other)      # the rig's, when not given
+    assert "ik_llama.cpp: run_time_repack true" in labels(other)
+    assert not any(c.power for c in other) and any(c.power for c in out if not c.id.startswith("b"))
+    assert len({c.id for c in out}) == len(out)
+    keys = host_keys(other[0], "chat")
+    assert keys["build_fork"] == "ik_llama.cpp" and keys["build_git_url"] == ik["build_git_url"]
