@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import NO_AMX, ROOT
 from .test_deploy import chat
 
 pytestmark = pytest.mark.slow
@@ -162,4 +162,45 @@ def test_a_candidate_that_fails_to_start_is_reported_and_the_tune_goes_on(bed, t
     # the candidates after it were measured, and the failure is in the table
     assert {"c0", "t2"} <= set(result["measurements"]), sorted(result["measurements"])
     assert "failed to start" in run.stdout
+    as_declared(bed, unit_text)
+
+
+def test_another_fork_is_built_in_its_own_prefix_and_tried_while_the_serving_build_is_left(bed, tmp_path):
+    """rig2 (llama.cpp) with ik_llama.cpp in tune_forks: built on the rig by the deploy's build program (the ik
+    test's options and targets, so the shared ccache has its objects), tried, and the serving build, its link
+    and the unit left as they were."""
+    from testbed.sources import ensure_ik_llama_cpp_repo
+
+    _, tag, commit = ensure_ik_llama_cpp_repo()
+    unit_text = bed.unit_text(RIG)
+    names: dict = {}
+    exec((bed.project / "testrigs.py").read_text(), names)
+    rig2 = dict(names["attic"][0][1])
+    (bed.project / "tunerigs.py").write_text(f"attic = [('rig2', {rig2!r})]\n")
+    ik = {"build_fork": "ik_llama.cpp", "build_git_url": bed.git_url + "ik_llama.cpp.git", "build_ref": tag,
+          "build_cmake_options": ["-DGGML_IQK_FA_ALL_QUANTS=OFF", f"-DCMAKE_C_FLAGS={NO_AMX}",
+                                  f"-DCMAKE_CXX_FLAGS={NO_AMX}"],
+          "build_targets": ["llama-server", "llama-sweep-bench"]}
+    group = (bed.project / "group_data" / "testrigs.py").read_text() + f"tune_forks = [{ik!r}]\n"
+    (bed.project / "group_data" / "tunerigs.py").write_text(group)
+    link = bed.ssh(RIG, "readlink -f /opt/llamarig/llama.cpp").strip()
+    run = subprocess.run([sys.executable, "-m", "llamarig", "tune", str(bed.project / "tunerigs.py"), "--host", RIG,
+                          "--service", "chat", "--results", str(tmp_path), "--axes", "fork_options", "--depth", "128",
+                          "--tokens", "8", "--repetitions", "2", "--rounds", "1", "--minutes", "6",
+                          "--load-timeout", "300"], cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    print(run.stdout, run.stderr[-4000:])
+    assert "Traceback" not in run.stderr
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = only_result(tmp_path / RIG / "chat" / "tune")
+    other = next(c for c in result["candidates"] if c["candidate"]["id"] == "b1c0")
+    assert other["binary"].startswith(f"/opt/llamarig/builds/ik_llama.cpp-{commit[:12]}-"), other["binary"]
+    assert "b1c0" in result["measurements"], result["failures"]
+    served = result["measurements"]["b1c0"][0]["server"]
+    assert served["binary"] == other["binary"] and served["build"]["commit"] == commit
+    assert {c["candidate"]["label"] for c in result["candidates"]} >= {"ik_llama.cpp: declared",
+                                                                       "ik_llama.cpp: run_time_repack true"}
+    # the serving build and its link are as they were; the ik prefix is complete and stays for a later deploy
+    assert bed.ssh(RIG, "readlink -f /opt/llamarig/llama.cpp").strip() == link
+    prefix = other["binary"].rsplit("/bin/", 1)[0]
+    assert commit in bed.ssh(RIG, f"cat {prefix}/.llamarig-build.json")
     as_declared(bed, unit_text)
