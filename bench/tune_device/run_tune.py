@@ -137,6 +137,9 @@ def main() -> int:
     ap.add_argument("--repetitions", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--axes", default="ubatch,margin,fork_options")
+    ap.add_argument("--ubatches", default=None, help="ubatch sizes the ubatch axis tries (default: all)")
+    ap.add_argument("--drop", default="", help="comma-separated: candidates whose label contains one are left out")
+    ap.add_argument("--finalists", type=int, default=2, help="best candidates measured again (by decode; one by prefill)")
     ap.add_argument("--gpus", default="0", help="nvidia-smi indices sampled (empty: none)")
     ap.add_argument("--load-timeout", type=float, default=300)
     args = ap.parse_args()
@@ -163,7 +166,12 @@ def main() -> int:
     doc = rig_doc()
     local = {"llama.cpp": args.llama, "ik_llama.cpp": args.ik}
     prep = preparer(doc, look, binaries, local)
-    prepared = [prep(c) for c in with_forks(doc, doc["services"][0], facts, axes)]
+    ubatches = {int(u) for u in args.ubatches.split(",")} if args.ubatches else None
+    drop = [d for d in args.drop.split(",") if d]
+    chosen = [c for c in with_forks(doc, doc["services"][0], facts, axes)
+              if not (ubatches and c.axis == "ubatch" and c.service["ubatch_size"] not in ubatches)
+              and not any(d in c.label.replace(" ", "_") for d in drop)]
+    prepared = [prep(c) for c in chosen]
     fit = fit_reference(doc, args.llama, args.model, None)
     prepared = prepared[:1] + [fit] + prepared[1:]
     for p in prepared:
@@ -176,7 +184,7 @@ def main() -> int:
 
     settings = Settings(objective="decode", depth=args.depth, repetitions=args.repetitions, tokens=args.tokens,
                         minutes=args.minutes, rounds=args.rounds, load_timeout_s=args.load_timeout, gpus=gpus,
-                        keep=["fit"], also_rank=["prefill"])
+                        keep=["fit"], also_rank=["prefill"], finalists=args.finalists)
     t0 = time.time()
     outcome = Engine(runner, prepared, settings, combine=combine, say=say).run()
     labels = {cid: p.candidate.label for cid, p in outcome.prepared.items()}

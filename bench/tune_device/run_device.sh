@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The one command of the GPU machine, run again until it says "tune: done" (each call at most CALL_S):
+#
+#   bash bench/tune_device/run_device.sh      (carry: bench/tune_device/.carry)
+#
+# First call: starts both CUDA builds detached (build_both.sh), writes the Qwen3-30B-A3B-shaped Q8_0
+# GGUF (bench/serve_bench/write_model.py) and reads it into the page cache, compiles the ballast.
+# Every call: waits for what is running; once both builds and the model are there, holds all of GPU 0
+# but KEEP_MIB with the ballast and starts run_tune.py detached (MINUTES of measuring); once it is
+# done, copies its results to $OUT. Work lives in WORK (/tmp/tunedev), which outlives a call while the
+# machine stays warm. Power limits and clocks are never touched.
+set -uo pipefail
+T0=$(date +%s)
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE="$REPO/bench/tune_device"
+WORK=${WORK:-/tmp/tunedev}
+OUT=${OUT:-$HERE/out}
+CALL_S=${CALL_S:-540}
+KEEP_MIB=${KEEP_MIB:-24576}
+MINUTES=${MINUTES:-11}
+TUNE_ARGS=${TUNE_ARGS:---depth 1024 --tokens 64 --repetitions 5 --rounds 2 --axes ubatch,margin,fork_options --ubatches 256,4096 --drop grouped_expert_routing,merge_qkv,gpu_margin_mib_768 --load-timeout 300}
+B="$WORK/build"
+mkdir -p "$WORK" "$OUT"
+export PYTHONPATH="$HERE/.carry/pydeps:$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
+left() { echo $(( T0 + CALL_S - $(date +%s) )); }
+say() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
+
+if [ ! -f "$WORK/started" ]; then
+  say "first call: $(nvidia-smi --query-gpu=name,memory.total,memory.used,power.limit,clocks.sm --format=csv,noheader)"
+  cmake --version | head -1; nvcc --version | tail -1; nproc
+  setsid nohup bash "$HERE/build_both.sh" "$WORK/src" "$B" "$(nproc)" > "$WORK/build_both.out" 2>&1 < /dev/null &
+  setsid nohup bash -c "python3 '$REPO/bench/serve_bench/write_model.py' '$WORK/model.gguf' > '$WORK/model.log' 2>&1 \
+      && cat '$WORK/model.gguf' > /dev/null && touch '$WORK/model.ok'" < /dev/null > /dev/null 2>&1 &
+  setsid nohup bash -c "nvcc -O2 -arch=sm_90 -o '$WORK/ballast' '$REPO/bench/seed_limits/ballast.cu' > '$WORK/ballast.build' 2>&1" \
+      < /dev/null > /dev/null 2>&1 &
+  touch "$WORK/started"
+fi
+
+built() { bash "$HERE/build_both.sh" --status "$B" > "$WORK/status.txt" 2>&1; echo $?; }
+while [ "$(built)" = 3 ] || [ ! -f "$WORK/model.ok" ] || [ ! -x "$WORK/ballast" ]; do
+  [ "$(left)" -gt 20 ] || { say "waiting: $(tr '\n' ' ' < "$WORK/status.txt") model: $(tail -c 200 "$WORK/model.log" 2>/dev/null)"; exit 0; }
+  sleep 10
+done
+cat "$WORK/status.txt"
+[ "$(built)" = 0 ] || { say "a build failed"; cp "$B"/*.log "$OUT/" 2>/dev/null; exit 1; }
+
+if [ ! -f "$WORK/tune.started" ]; then
+  say "ballast: hold all of GPU 0 but $KEEP_MIB MiB"
+  setsid nohup "$WORK/ballast" "$KEEP_MIB" 0 > "$WORK/ballast.out" 2> "$WORK/ballast.err" < /dev/null &
+  for _ in $(seq 1 120); do grep -q READY "$WORK/ballast.out" 2>/dev/null && break; sleep 0.5; done
+  cat "$WORK/ballast.out" "$WORK/ballast.err"
+  grep -q READY "$WORK/ballast.out" || { say "the ballast did not get READY"; exit 1; }
+  nvidia-smi --query-gpu=memory.total,memory.used,memory.free --format=csv | tee "$WORK/env-before.txt"
+  # shellcheck disable=SC2086
+  setsid nohup python3 "$HERE/run_tune.py" --model "$WORK/model.gguf" --llama "$B/llama.cpp/bin/llama-server" \
+      --ik "$B/ik_llama.cpp/bin/llama-server" --out "$WORK/tune" --minutes "$MINUTES" $TUNE_ARGS \
+      > "$WORK/tune.log" 2>&1 < /dev/null &
+  touch "$WORK/tune.started"
+fi
+while [ ! -f "$WORK/tune/tune.txt" ]; do
+  [ "$(left)" -gt 15 ] || { say "tune running: $(grep '^tune: round' "$WORK/tune.log" | tail -2 | tr '\n' ' ')"; exit 0; }
+  sleep 5
+done
+pkill -f "$WORK/ballast" || true
+cp "$WORK/tune/tune.json" "$WORK/tune/tune.txt" "$WORK/tune.log" "$WORK/env-before.txt" "$OUT/"
+cat "$B"/*.done > "$OUT/build-times.txt"; cp "$WORK/model.log" "$OUT/"
+tar -C "$WORK/tune" -czf "$OUT/logs.tar.gz" logs
+cat "$WORK/tune/tune.txt"
+say "tune: done"
