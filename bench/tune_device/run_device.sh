@@ -58,7 +58,12 @@ if [ ! -f "$WORK/tune.started" ]; then
   touch "$WORK/tune.started"
 fi
 while [ ! -f "$WORK/tune/tune.txt" ]; do
-  [ "$(left)" -gt 15 ] || { say "tune running: $(grep '^tune: round' "$WORK/tune.log" | tail -2 | tr '\n' ' ')"; exit 0; }
+  if [ "$(left)" -le 15 ]; then
+    # every call takes home what there is so far (the machine may be gone before the next one)
+    cp "$WORK/tune.log" "$WORK/env-before.txt" "$OUT/" 2>/dev/null; cp "$WORK/tune/partial.json" "$OUT/" 2>/dev/null
+    cat "$B"/*.done > "$OUT/build-times.txt" 2>/dev/null
+    say "tune running: $(grep '^tune: round' "$WORK/tune.log" | tail -2 | tr '\n' ' ')"; exit 0
+  fi
   sleep 5
 done
 pkill -f "$WORK/ballast" || true

@@ -186,7 +186,16 @@ def main() -> int:
                         minutes=args.minutes, rounds=args.rounds, load_timeout_s=args.load_timeout, gpus=gpus,
                         keep=["fit"], also_rank=["prefill"], finalists=args.finalists)
     t0 = time.time()
-    outcome = Engine(runner, prepared, settings, combine=combine, say=say).run()
+
+    def keep(o) -> None:  # partial results after every measurement: a call that ends early loses nothing
+        partial = {"seconds": round(time.time() - t0, 1), "log": o.log, "failures": o.failures,
+                   "peak_memory_used_mib": {cid: peaks(raws) for cid, raws in o.measured.items()},
+                   "measurements": o.measured, "memory_used_before_mib": before}
+        with open(os.path.join(args.out, "partial.json.tmp"), "w") as handle:
+            json.dump(partial, handle, default=str)
+        os.replace(os.path.join(args.out, "partial.json.tmp"), os.path.join(args.out, "partial.json"))
+
+    outcome = Engine(runner, prepared, settings, combine=combine, say=say, after=keep).run()
     labels = {cid: p.candidate.label for cid, p in outcome.prepared.items()}
     result = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "seconds": round(time.time() - t0, 1),
               "settings": dataclasses.asdict(settings), "facts": facts, "memory_used_before_mib": before,

@@ -23,7 +23,7 @@ import time
 
 from llamarig import layout
 from llamarig.bench import store
-from llamarig.commands.bench import depths_arg, lookups as bench_lookups
+from llamarig.commands.bench import depths_arg
 from llamarig.commands.releases import ReleaseError, read_locks, release_of
 from llamarig.hostdata.inventory import load_checked
 from llamarig.hostdata.validate import service_gpus
@@ -137,7 +137,7 @@ def cmd_tune(args) -> int:
         return fail(f"--power: service {args.service} on {args.host} uses no GPU")
     try:
         locks = read_locks(args.inventory)
-        deployment = release_of(args.host, doc, locks, bench_lookups())
+        deployment = release_of(args.host, doc, locks, tune_lookups())
     except ReleaseError as exc:
         return fail(str(exc), 1)
     unit = deployment.release.units[layout.unit_name(args.service)]
@@ -172,18 +172,10 @@ def build_of(doc: dict) -> tuple:
 def other_builds(host: str, doc: dict, locks, say) -> dict:
     """The release of every ``tune_forks`` build: {build: (lookups, build plan) or the problem}."""
     from llamarig.release.assemble import assumed_facts, facts_from_lock, make_release
-    from llamarig.release.resolve import LockUse, resolve_rig, real_lookups
+    from llamarig.release.resolve import LockUse, resolve_rig
     from llamarig.hostdata.validate import validate_host
 
-    look = dataclasses.replace(real_lookups(), api_key=lambda service: None)
-    memo: dict = {}
-
-    def git_ref(url, ref, _real=look.git_ref):  # one ls-remote per build, not per candidate
-        if (url, ref) not in memo:
-            memo[(url, ref)] = _real(url, ref)
-        return memo[(url, ref)]
-
-    look = dataclasses.replace(look, git_ref=git_ref)
+    look = tune_lookups()
     path, entries = locks
     entry = entries.get(host) if entries is not None else None
     out = {}
@@ -205,10 +197,43 @@ def other_builds(host: str, doc: dict, locks, say) -> dict:
     return out
 
 
+def tune_lookups():
+    """The resolver's lookups for a tune: git and the Hub as a deploy asks them (a candidate must name the very
+    build prefix and model directory the rig has), and no API key read on the controller (the rig program reads
+    the root-only file the deploy installed)."""
+    from llamarig.release.resolve import real_lookups
+    look = real_lookups()
+    memo: dict = {}
+
+    def git_ref(url, ref, _real=look.git_ref):  # one ls-remote per build, not per candidate
+        if (url, ref) not in memo:
+            memo[(url, ref)] = _real(url, ref)
+        return memo[(url, ref)]
+
+    return dataclasses.replace(look, git_ref=git_ref, api_key=lambda service: None)
+
+
+def runs_the_release(run, unit) -> str | None:
+    """None when the rig's unit file is the release's, byte for byte; else why a tune would be of another one."""
+    import hashlib
+    status, out, err = run(f"sha256sum {unit.path}", 30)
+    if status is None:
+        return f"could not read {unit.path}: {err.strip()[-200:]}"
+    have = out.split()[0] if status == 0 and out.split() else None
+    if have != hashlib.sha256(unit.text.encode()).hexdigest():
+        return (f"{unit.path} on the rig is not the unit the inventory declares ({'missing' if have is None else 'it differs'})"
+                f": deploy first, then tune what is declared")
+    return None
+
+
 def tune_on_rig(args, doc, svc, unit, deployment, locks, run, settings, axes, say, started) -> int:
+    problem = runs_the_release(run, unit)
+    if problem:
+        return fail(f"{args.host} {args.service}: {problem}", 1)
     runner = RigRunner(run, args.service, unit.expect, settings.gpus,
                        settings.minutes * 60 + args.load_timeout + GUARD_SLACK_S, say=say)
     runner.load_timeout_s = args.load_timeout
+    lookups = tune_lookups()
     builds = other_builds(args.host, doc, locks, say) if doc["tune_forks"] else {}
     for build, found in builds.items():
         if isinstance(found, str):
@@ -228,7 +253,7 @@ def tune_on_rig(args, doc, svc, unit, deployment, locks, run, settings, axes, sa
         "starts it again if this command goes away")
     outcome, end = None, None
     try:
-        serving = (bench_lookups(), deployment.release.build["key"])
+        serving = (lookups, deployment.release.build["key"])
 
         def prep(candidate):
             from llamarig.tune.prepare import Prepared, changed_doc

@@ -48,8 +48,10 @@ class Outcome:
 
 class Engine:
     def __init__(self, runner, prepared: list[Prepared], settings: Settings, combine=None, say=print,
-                 clock=time.monotonic):
+                 clock=time.monotonic, after=None):
+        """``after(outcome)``: called after every measurement (a caller keeps partial results with it)."""
         self.runner, self.settings, self.combine, self.say, self.clock = runner, settings, combine, say, clock
+        self.after = after
         self.outcome = Outcome({p.candidate.id: p for p in prepared})
         self.outcome.not_run = {p.candidate.id: p.problem for p in prepared if p.problem}
         seen: dict = {}
@@ -150,6 +152,8 @@ class Engine:
                 return False
             self.measure(p, n, deadline)
             ran = True
+            if self.after is not None:
+                self.after(o)
         o.rounds_run = n if ran else o.rounds_run
         return ran
 
