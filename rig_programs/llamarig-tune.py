@@ -300,6 +300,9 @@ def restore(path, why):
         problems = set_power(originals) if originals and state.get("power_changed") else []
         started = None
         if state.get("was_active"):
+            # a tune stops and starts the unit once: its start limit (StartLimitBurst=) is for crash loops, so
+            # the counter is cleared first (tunes one after the other would hit it)
+            sh(["systemctl", "reset-failed", state["declared_unit"]])
             code, out, err = sh(["systemctl", "start", state["declared_unit"]], timeout=300)
             started = code == 0 or (err or out).strip()[-300:]
         os.remove(path)

@@ -30,7 +30,7 @@ LIMIT_W = 280.0
 
 @pytest.fixture(scope="module", autouse=True)
 def deployed(bed):
-    run = bed.pyinfra("-y")
+    run = bed.pyinfra("-y", "--limit", RIG)
     assert run.returncode == 0, run.stderr[-4000:]
 
 
@@ -142,7 +142,7 @@ def test_killing_the_controller_mid_tune_leaves_a_rig_that_restores_itself(bed, 
     journal = bed.ssh(RIG, "journalctl -u llamarig-tune-chat-guard.service --no-pager -o cat")
     assert "the controller went away mid-tune" in journal, journal[-2000:]
     # and a deploy finds nothing to put back
-    run = bed.pyinfra("-y")
+    run = bed.pyinfra("-y", "--limit", RIG)
     assert run.returncode == 0, run.stderr[-4000:]
     as_declared(bed, unit_text)
 
