@@ -140,6 +140,17 @@ def cmd_tune(args) -> int:
         deployment = release_of(args.host, doc, locks, tune_lookups())
     except ReleaseError as exc:
         return fail(str(exc), 1)
+    rig_facts = None
+    if not deployment.exact:  # no lock: the build the rig makes depends on what it has (nvcc, its cards)
+        from llamarig.commands.lock import ResolveError, build_facts
+        from llamarig.release.assemble import Deployment, make_release
+        data = {e.name: e.data for e in entries}
+        try:
+            rig_facts = build_facts(args.host, doc, data[args.host])
+        except ResolveError as exc:
+            return fail(str(exc), 1)
+        deployment = Deployment(deployment.rig, make_release(deployment.rig, rig_facts))
+    args.rig_facts = rig_facts
     unit = deployment.release.units[layout.unit_name(args.service)]
     depth = args.depth if args.depth is not None else min(4096, max(64, (svc["ctx_size"] or 8192) // 2))
     tokens = args.tokens or (8 if args.objective == "prefill" else 64)
@@ -169,7 +180,7 @@ def build_of(doc: dict) -> tuple:
     return tuple(json.dumps(doc[k], sort_keys=True) for k in BUILD_KEYS)
 
 
-def other_builds(host: str, doc: dict, locks, say) -> dict:
+def other_builds(host: str, doc: dict, locks, say, rig_facts=None) -> dict:
     """The release of every ``tune_forks`` build: {build: (lookups, build plan) or the problem}."""
     from llamarig.release.assemble import assumed_facts, facts_from_lock, make_release
     from llamarig.release.resolve import LockUse, resolve_rig
@@ -191,7 +202,7 @@ def other_builds(host: str, doc: dict, locks, say) -> dict:
         if rig is None:
             out[build_of(other)] = f"{name}: " + "; ".join(getattr(p, "expected", str(p)) for p in problems[:3])
             continue
-        facts = facts_from_lock(entry) if entry is not None else assumed_facts(normalized)[0]
+        facts = rig_facts or (facts_from_lock(entry) if entry is not None else assumed_facts(normalized)[0])
         out[build_of(other)] = (look, make_release(rig, facts).build)
         say(f"{name}: commit {rig.commit[:12]}, build {out[build_of(other)][1]['key']}")
     return out
@@ -234,7 +245,7 @@ def tune_on_rig(args, doc, svc, unit, deployment, locks, run, settings, axes, sa
                        settings.minutes * 60 + args.load_timeout + GUARD_SLACK_S, say=say)
     runner.load_timeout_s = args.load_timeout
     lookups = tune_lookups()
-    builds = other_builds(args.host, doc, locks, say) if doc["tune_forks"] else {}
+    builds = other_builds(args.host, doc, locks, say, args.rig_facts) if doc["tune_forks"] else {}
     for build, found in builds.items():
         if isinstance(found, str):
             say(f"{found}: not tried")
@@ -261,7 +272,7 @@ def tune_on_rig(args, doc, svc, unit, deployment, locks, run, settings, axes, sa
             if isinstance(found, str):
                 return Prepared(candidate, problem=found)
             look, plan = found if found is not serving else (serving[0], {"key": serving[1]})
-            return prepare(args.host, doc, args.service, candidate, locks, look, plan["key"])
+            return prepare(args.host, doc, args.service, candidate, locks, look, plan["key"], args.rig_facts)
 
         prepared = [prep(c) for c in with_forks(doc, svc, facts, axes) + args.tries]
         for p in prepared:

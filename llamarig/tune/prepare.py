@@ -60,7 +60,9 @@ def host_keys(candidate: Candidate, service_name: str) -> dict:
 
 
 def prepare(host: str, doc: dict, service_name: str, candidate: Candidate, locks, lookups,
-            serving_build_key: str) -> Prepared:
+            serving_build_key: str, rig_facts=None) -> Prepared:
+    """``rig_facts``: what decides the rig's build (nvcc, compute capabilities), as the rig reported them;
+    None: the lock entry's, else what a preview assumes."""
     out = Prepared(candidate, host_keys=host_keys(candidate, service_name))
     data = changed_doc(doc, service_name, candidate)
     normalized, problems = validate_host(host, data)
@@ -74,7 +76,7 @@ def prepare(host: str, doc: dict, service_name: str, candidate: Candidate, locks
     if rig is None:
         out.problem = "; ".join(str(p.expected if hasattr(p, "expected") else p) for p in problems[:3])
         return out
-    facts = facts_from_lock(entry) if entry is not None else assumed_facts(normalized)[0]
+    facts = rig_facts or (facts_from_lock(entry) if entry is not None else assumed_facts(normalized)[0])
     release = make_release(rig, facts)
     if release.build["key"] != serving_build_key:
         out.problem = (f"needs another build ({release.build['key']}) than the one serving ({serving_build_key})")
