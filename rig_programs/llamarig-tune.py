@@ -24,7 +24,7 @@ and uses ``LocalServer`` in place of ``SystemdServer``: the same readiness wait 
 """
 
 import fcntl
-import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -57,12 +57,17 @@ def sh(args, timeout=120):
     return out.returncode, out.stdout, out.stderr
 
 
-def sha256(path):
-    try:
-        with open(path, "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
-    except OSError:
-        return None
+def _sibling(name):
+    """The bench program beside this one (both are installed in the tune's folder, or both in rig_programs/)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+    spec = importlib.util.spec_from_file_location(name.replace("-", "_")[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BENCH = _sibling("llamarig-bench.py")
+sha256 = BENCH.sha256
 
 
 def free_port():
@@ -227,12 +232,7 @@ def state_path(state_dir, service):
     return os.path.join(state_dir, f"{service}.json")
 
 
-def read_state(path):
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
+read_state = BENCH.read_json
 
 
 def write_state(path, state):

@@ -18,7 +18,7 @@ from llamarig.hostdata.validate import validate_host
 from llamarig.release.assemble import assumed_facts, facts_from_lock, make_release
 from llamarig.release.resolve import LockUse, resolve_rig
 from llamarig.tune.candidates import Candidate
-from llamarig.tune.transient import PORT_WORD, bind, candidate_argv, unit_properties
+from llamarig.tune.transient import PORT_WORD, TransientError, bind, candidate_argv, unit_properties
 
 MiB = 1024 * 1024
 
@@ -85,7 +85,11 @@ def prepare(host: str, doc: dict, service_name: str, candidate: Candidate, locks
     out.binary = unit.binary
     out.unit_text = unit.text
     out.unit = layout.tune_candidate_unit(service_name, candidate.id)
-    out.properties, out.argv = bind(unit_properties(unit.text), candidate_argv(list(unit.argv)), out.unit)
+    try:
+        out.properties, out.argv = bind(unit_properties(unit.text), candidate_argv(list(unit.argv)), out.unit)
+    except TransientError as exc:
+        out.problem = str(exc)
+        return out
     sp = rig.placements.get(service_name)
     if sp is not None:
         out.predicted_mib = [{"device": d.name, "budget": d.budget // MiB, "total": d.total // MiB}

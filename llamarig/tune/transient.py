@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from llamarig.release.unit import API_KEY_ARG, systemd_split
+from llamarig.release.unit import API_KEY_ARG
 
 PORT_WORD = "@PORT@"  # the rig program puts a free loopback port here (rig_programs/llamarig-tune.py)
 
@@ -60,14 +60,6 @@ def bind(properties: list[str], argv: list[str], unit: str) -> tuple[list[str], 
     as llama-server gets them) only the API key's credential path is a specifier."""
     return ([expand(p, unit) for p in properties],
             [expand(w, unit) if w == API_KEY_ARG else w for w in argv])
-
-
-def exec_argv(text: str) -> list[str]:
-    """The ExecStart= argv of a rendered unit (binary first)."""
-    for raw in text.splitlines():
-        if raw.startswith("ExecStart="):
-            return systemd_split(raw[len("ExecStart="):])
-    raise TransientError("the unit has no ExecStart=")
 
 
 def candidate_argv(argv: list[str]) -> list[str]:

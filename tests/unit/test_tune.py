@@ -313,3 +313,20 @@ def test_another_build_is_tried_with_its_own_keys_and_never_at_other_power_limit
     assert len({c.id for c in out}) == len(out)
     keys = host_keys(other[0], "chat")
     assert keys["build_fork"] == "ik_llama.cpp" and keys["build_git_url"] == ik["build_git_url"]
+
+
+def test_a_rig_whose_unit_is_not_the_inventorys_is_refused_before_it_is_touched():
+    import hashlib
+    from types import SimpleNamespace
+    from llamarig.commands.tune import runs_the_release
+    unit = SimpleNamespace(path="/etc/systemd/system/llamarig-chat.service", text="[Unit]\n")
+    asked = []
+
+    def run(command, timeout):
+        asked.append(command)
+        return 0, hashlib.sha256(b"[Unit]\n").hexdigest() + "  /etc/x\n", ""
+
+    assert runs_the_release(run, unit) is None and asked == ["sha256sum /etc/systemd/system/llamarig-chat.service"]
+    assert "differs" in runs_the_release(lambda c, t: (0, "0" * 64 + "  x\n", ""), unit)
+    assert "missing" in runs_the_release(lambda c, t: (1, "", "No such file"), unit)
+    assert "deploy first" in runs_the_release(lambda c, t: (1, "", ""), unit)
