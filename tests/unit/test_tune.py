@@ -330,3 +330,16 @@ def test_a_rig_whose_unit_is_not_the_inventorys_is_refused_before_it_is_touched(
     assert "differs" in runs_the_release(lambda c, t: (0, "0" * 64 + "  x\n", ""), unit)
     assert "missing" in runs_the_release(lambda c, t: (1, "", "No such file"), unit)
     assert "deploy first" in runs_the_release(lambda c, t: (1, "", ""), unit)
+
+
+def test_an_out_of_memory_candidate_tells_what_the_planner_predicted_and_its_margin():
+    from llamarig.tune.report import margin_notes
+    p = Prepared(Candidate("c4", "gpu_margin_mib 512", "margin", rig={"gpu_margin_mib": 512}),
+                 predicted_mib=[{"device": "CUDA0", "budget": 24576, "total": 23900}])
+    q = Prepared(Candidate("c5", "ubatch_size 4096", "ubatch", {"ubatch_size": 4096}),
+                 predicted_mib=[{"device": "CUDA0", "budget": 24576, "total": 23000}])
+    failures = {"c4": {"kind": "out of memory", "detail": "cudaMalloc failed"},
+                "c5": {"kind": "failed to start", "detail": "exited"}}
+    notes = margin_notes(failures, {"c4": p, "c5": q}, 1024)
+    assert notes == ["gpu_margin_mib 512: out of memory where the planner predicted CUDA0 23900 of 24576 MiB with a "
+                     "margin of 512 MiB: that margin is too small for it"]
