@@ -30,6 +30,7 @@ from llamarig.release.assemble import Deployment, facts_from_rig, frozen_release
 from llamarig.release.resolve import LockUse, real_lookups, resolve_rig
 
 from .gpu_facts import GpuState, NvccPath
+from .tune_facts import TunesRunning
 
 
 def inventory_file() -> str | None:
@@ -71,6 +72,13 @@ def deployment(name: str, doc: dict, lookups, locks, lock_file, target) -> tuple
     release, problems = frozen_release(rig, seen) if rig.frozen is not None else (make_release(rig, seen), [])
     if problems:
         return None, problems
+    with ctx_host.use(target):
+        tunes = target.get_fact(TunesRunning) or {}
+    if tunes:
+        return None, [Problem(name, "services", ", ".join(sorted(tunes)),
+                              f"no `llamarig tune` running on the rig (one of {service} began {since}: a deploy "
+                              f"would start the service under its candidates; wait for it, it puts the rig back, or "
+                              f"stop {layout.tune_guard_unit(service)})") for service, since in sorted(tunes.items())]
     return Deployment(rig, release), []
 
 

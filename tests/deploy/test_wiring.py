@@ -254,3 +254,13 @@ def test_an_api_key_reaches_the_rig_as_a_root_only_file_and_a_stale_one_is_remov
     assert not run.ran("rm -f /etc/llamarig/credentials/chat.api-key")
     assert canary not in run.output and not [c for c in run.commands() if canary in c]
     assert canary not in run.puts()[UNIT] and "LoadCredential=api-key:/etc/llamarig/credentials/chat.api-key" in run.puts()[UNIT]
+
+
+def test_a_rig_with_a_tune_running_is_refused_before_any_operation(fake_rigs):
+    fake_rigs.scenario["responses"] = [["llamarig-tune-$s-guard.service", "chat 2026-12-02 05:38:11"],
+                                       ["--help 2>&1", HELP], ["llamarig-check.py --expect", CHECK_OK]]
+    run = fake_rigs.deploy()
+    assert run.returncode != 0 and "no `llamarig tune` running on the rig (one of chat began 2026-12-02 05:38:11" \
+        in run.output, run.output[-3000:]
+    assert "no host was changed" in run.output
+    assert not [c for c in run.commands() if "llamarig-build.sh" in c or "systemctl start" in c or "apt-get" in c]

@@ -126,6 +126,11 @@ def test_killing_the_controller_mid_tune_leaves_a_rig_that_restores_itself(bed, 
         time.sleep(3)
         assert bed.ssh(RIG, f"systemctl is-active {UNIT}", check=False).strip() != "active", "".join(seen)
         assert bed.ssh(RIG, "systemctl is-active llamarig-tune-chat-guard.service").strip() == "active"
+        # a deploy meanwhile is refused before it touches the rig (it would start the service under the tune)
+        refused = bed.pyinfra("-y", "--limit", RIG)
+        assert refused.returncode != 0 and "no `llamarig tune` running on the rig" in refused.stderr, \
+            refused.stderr[-3000:]
+        assert bed.ssh(RIG, f"systemctl is-active {UNIT}", check=False).strip() != "active"
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
