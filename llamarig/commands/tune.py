@@ -15,7 +15,6 @@ back as it was or nothing could be measured; 2 for usage errors.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -28,7 +27,9 @@ from llamarig.commands.releases import ReleaseError, read_locks, release_of
 from llamarig.hostdata.inventory import load_checked
 from llamarig.hostdata.validate import service_gpus
 from llamarig.lookups.rigssh import ssh_rig
-from llamarig.tune.candidates import AXES, DEFAULT_AXES, Candidate, combined, fork_keys, with_forks
+from llamarig.tune.builds import build_of, other_builds, tune_lookups
+from llamarig.tune.candidates import AXES, DEFAULT_AXES, Candidate, combined, with_forks
+from llamarig.tune.checks import restore_problems, runs_the_release
 from llamarig.tune.engine import Engine, Settings
 from llamarig.tune.prepare import prepare
 from llamarig.tune.rank import OBJECTIVES, rank, winner
@@ -173,70 +174,6 @@ def cmd_tune(args) -> int:
         connection.__exit__(None, None, None)
 
 
-BUILD_KEYS = ("build_fork", "build_git_url", "build_ref", "build_cmake_options", "build_targets")
-
-
-def build_of(doc: dict) -> tuple:
-    return tuple(json.dumps(doc[k], sort_keys=True) for k in BUILD_KEYS)
-
-
-def other_builds(host: str, doc: dict, locks, say, rig_facts=None) -> dict:
-    """The release of every ``tune_forks`` build: {build: (lookups, build plan) or the problem}."""
-    from llamarig.release.assemble import assumed_facts, facts_from_lock, make_release
-    from llamarig.release.resolve import LockUse, resolve_rig
-    from llamarig.hostdata.validate import validate_host
-
-    look = tune_lookups()
-    path, entries = locks
-    entry = entries.get(host) if entries is not None else None
-    out = {}
-    for item in doc["tune_forks"]:
-        other = {**doc, **fork_keys(doc, item)}
-        name = f"tune_forks {item['build_fork']} {item['build_ref']}"
-        normalized, problems = validate_host(host, other)
-        if problems:
-            out[build_of(other)] = f"{name}: " + "; ".join(f"{p.path}: {p.expected}" for p in problems[:3])
-            continue
-        use = LockUse(path, entry, mode="reuse") if entry is not None else None
-        rig, problems = resolve_rig(host, normalized, look, use, preview=False, check_explicit=True)
-        if rig is None:
-            out[build_of(other)] = f"{name}: " + "; ".join(getattr(p, "expected", str(p)) for p in problems[:3])
-            continue
-        facts = rig_facts or (facts_from_lock(entry) if entry is not None else assumed_facts(normalized)[0])
-        out[build_of(other)] = (look, make_release(rig, facts).build)
-        say(f"{name}: commit {rig.commit[:12]}, build {out[build_of(other)][1]['key']}")
-    return out
-
-
-def tune_lookups():
-    """The resolver's lookups for a tune: git and the Hub as a deploy asks them (a candidate must name the very
-    build prefix and model directory the rig has), and no API key read on the controller (the rig program reads
-    the root-only file the deploy installed)."""
-    from llamarig.release.resolve import real_lookups
-    look = real_lookups()
-    memo: dict = {}
-
-    def git_ref(url, ref, _real=look.git_ref):  # one ls-remote per build, not per candidate
-        if (url, ref) not in memo:
-            memo[(url, ref)] = _real(url, ref)
-        return memo[(url, ref)]
-
-    return dataclasses.replace(look, git_ref=git_ref, api_key=lambda service: None)
-
-
-def runs_the_release(run, unit) -> str | None:
-    """None when the rig's unit file is the release's, byte for byte; else why a tune would be of another one."""
-    import hashlib
-    status, out, err = run(f"sha256sum {unit.path}", 30)
-    if status is None:
-        return f"could not read {unit.path}: {err.strip()[-200:]}"
-    have = out.split()[0] if status == 0 and out.split() else None
-    if have != hashlib.sha256(unit.text.encode()).hexdigest():
-        return (f"{unit.path} on the rig is not the unit the inventory declares ({'missing' if have is None else 'it differs'})"
-                f": deploy first, then tune what is declared")
-    return None
-
-
 def tune_on_rig(args, doc, svc, unit, deployment, locks, run, settings, axes, say, started) -> int:
     problem = runs_the_release(run, unit)
     if problem:
@@ -289,23 +226,6 @@ def tune_on_rig(args, doc, svc, unit, deployment, locks, run, settings, axes, sa
     finally:
         end = runner.end()
     return report(args, doc, unit, deployment, settings, facts, outcome, end, started)
-
-
-def restore_problems(facts: dict, end: dict) -> list[str]:
-    problems = []
-    if not end.get("ok"):
-        return [f"the rig was not put back: {end.get('error')}"]
-    if end.get("unit_sha256") != facts.get("unit_sha256"):
-        problems.append("the declared unit file differs from before the tune")
-    if facts.get("was_active") and (end.get("active") != "active" or end.get("health") != 200):
-        problems.append(f"the declared service is {end.get('active')}, /health {end.get('health')}")
-    if end.get("left_units"):
-        problems.append(f"units left: {', '.join(end['left_units'])}")
-    before = {g: v["limit"] for g, v in (facts.get("power") or {}).items()}
-    after = {g: v["limit"] for g, v in (end.get("power") or {}).items()}
-    if before != after:
-        problems.append(f"power limits {after} differ from before the tune {before}")
-    return problems
 
 
 def report(args, doc, unit, deployment, settings, facts, outcome, end, started) -> int:

@@ -318,7 +318,7 @@ def test_another_build_is_tried_with_its_own_keys_and_never_at_other_power_limit
 def test_a_rig_whose_unit_is_not_the_inventorys_is_refused_before_it_is_touched():
     import hashlib
     from types import SimpleNamespace
-    from llamarig.commands.tune import runs_the_release
+    from llamarig.tune.checks import runs_the_release
     unit = SimpleNamespace(path="/etc/systemd/system/llamarig-chat.service", text="[Unit]\n")
     asked = []
 
