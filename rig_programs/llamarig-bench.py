@@ -379,11 +379,16 @@ def one_request(server, prompt, tokens, timeout):
     return started, ended, answer["timings"]
 
 
+def read_key(path):
+    """A service's API key from its root-only file (its first line), or None without one."""
+    if not path:
+        return None
+    with open(path) as handle:
+        return handle.readline().rstrip("\n")
+
+
 def measure(spec):
-    key = None
-    if spec["api_key_file"]:
-        with open(spec["api_key_file"]) as handle:
-            key = handle.readline().rstrip("\n")
+    key = read_key(spec["api_key_file"])
     server = Server(spec["url"], key)
     if spec["unit"]:
         shown = systemd_show(spec["unit"])

@@ -38,7 +38,6 @@ import urllib.error
 import urllib.request
 
 HEARTBEAT_STALE_S = 20
-KEEPER_GRACE_S = 60
 OOM = re.compile(r"out of memory|cudaMalloc failed|failed to allocate|unable to allocate|"
                  r"cannot allocate memory|failed to create context|ggml_backend_cuda_buffer_type_alloc_buffer",
                  re.IGNORECASE)
@@ -200,8 +199,7 @@ class SystemdServer:
         return int(self.show().get("MainPID") or 0) or None
 
     def stop(self):
-        sh(["systemctl", "stop", self.unit], timeout=90)
-        sh(["systemctl", "reset-failed", self.unit])
+        stop_unit(self.unit)
 
 
 PORT_WORD = "@PORT@"
@@ -245,6 +243,12 @@ def write_state(path, state):
 def unit_show(unit, props="ActiveState,SubState,FragmentPath,UnitFileState"):
     _, out, _ = sh(["systemctl", "show", unit, "-p", props])
     return dict(l.split("=", 1) for l in out.splitlines() if "=" in l)
+
+
+def stop_unit(unit, timeout=90):
+    """Stop a unit and forget it (a failed transient unit stays loaded until reset-failed)."""
+    sh(["systemctl", "stop", unit], timeout=timeout)
+    sh(["systemctl", "reset-failed", unit])
 
 
 def tune_units(prefix):
@@ -293,8 +297,7 @@ def restore(path, why):
         for unit in tune_units(state["prefix"]):
             if unit == state["guard_unit"]:
                 continue
-            sh(["systemctl", "stop", unit], timeout=90)
-            sh(["systemctl", "reset-failed", unit])
+            stop_unit(unit)
             stopped.append(unit)
         originals = {g: v["limit"] for g, v in (state.get("power") or {}).items()}
         problems = set_power(originals) if originals and state.get("power_changed") else []
@@ -319,14 +322,13 @@ def op_begin(spec):
         guard = unit_show(state["guard_unit"], "ActiveState")
         holder = state.get("keeper_pid")
         if guard.get("ActiveState") == "active" and holder and alive_pid(holder) and \
-                time.time() - heartbeat_age_base(state) < HEARTBEAT_STALE_S:
+                time.time() - heartbeat_time(state) < HEARTBEAT_STALE_S:
             return answer({"ok": False, "error": f"a tune of {spec['service']} is running on this rig (since "
                                                  f"{state.get('started')}); wait for it or stop it first"})
         sh(["systemctl", "stop", state["guard_unit"]], timeout=120)  # its ExecStopPost restores
         left = restore(path, "a tune left over was found by the next one") or {"why": "restored by its guard"}
     for unit in tune_units(spec["prefix"]):  # units of a tune whose state is gone
-        sh(["systemctl", "stop", unit], timeout=90)
-        sh(["systemctl", "reset-failed", unit])
+        stop_unit(unit)
     shown = unit_show(spec["declared_unit"])
     power = power_limits(spec["gpus"])
     state = {"service": spec["service"], "prefix": spec["prefix"], "guard_unit": spec["guard_unit"],
@@ -370,7 +372,7 @@ def touch(path):
         os.utime(path)
 
 
-def heartbeat_age_base(state):
+def heartbeat_time(state):
     try:
         return os.stat(state["heartbeat"]).st_mtime
     except OSError:
@@ -408,7 +410,7 @@ def op_guard(path):
         state = read_state(path)
         if state is None:
             return 0
-        stale = time.time() - heartbeat_age_base(state) > HEARTBEAT_STALE_S
+        stale = time.time() - heartbeat_time(state) > HEARTBEAT_STALE_S
         if (not alive_pid(state.get("keeper_pid")) or stale) and time.time() - started > 1:
             print(json.dumps(restore(path, "the controller went away mid-tune")), flush=True)
             return 0
@@ -418,10 +420,7 @@ def op_guard(path):
 def op_start(spec):
     spec = with_port(spec)
     server = SystemdServer(spec)
-    key = None
-    if spec.get("api_key_file"):
-        with open(spec["api_key_file"]) as handle:
-            key = handle.readline().rstrip("\n")
+    key = BENCH.read_key(spec.get("api_key_file"))
     return answer(run_candidate(server, spec["url"], key, spec["load_timeout_s"]))
 
 
@@ -445,14 +444,9 @@ def op_end(spec):
     path = state_path(spec["state_dir"], spec["service"])
     state = read_state(path) or {}
     done = restore(path, "the tune ended")
-    sh(["systemctl", "stop", spec["guard_unit"]], timeout=60)
-    sh(["systemctl", "reset-failed", spec["guard_unit"]])
-    shown = unit_show(spec["declared_unit"])
+    stop_unit(spec["guard_unit"], timeout=60)
     deadline = time.monotonic() + spec.get("load_timeout_s", 300)
-    key = None
-    if spec.get("api_key_file"):
-        with open(spec["api_key_file"]) as handle:
-            key = handle.readline().rstrip("\n")
+    key = BENCH.read_key(spec.get("api_key_file"))
     status = None
     if state.get("was_active", True):
         while time.monotonic() < deadline:

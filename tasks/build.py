@@ -12,6 +12,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files
 
 from llamarig import layout, programs
+from llamarig.release.build import build_words
 
 from . import rig_programs
 from .util import quote_all
@@ -64,10 +65,7 @@ def llama_build(plan: dict, jobs: int | None, ccache_dir: str | None, script: st
         host.noop(f"{plan['prefix']} is already built")
         return
     env = f"CCACHE_DIR={shlex.quote(ccache_dir)} " if ccache_dir else ""
-    words = [script, plan["src"], plan["url"], plan["commit"], plan["work"], plan["build_dir"],
-             plan["prefix"], jobs or 0, " ".join(plan["targets"]), layout.BUILD_RECORD, plan["record"],
-             "--", *plan["cmake_args"]]
-    yield StringCommand(env + quote_all(words))
+    yield StringCommand(env + quote_all(build_words(plan, script, jobs)))
 
 
 @deploy("Build")

@@ -34,13 +34,11 @@ sys.path.insert(0, REPO)
 from llamarig.hostdata.inventory import load_checked  # noqa: E402
 from llamarig.lookups.hub import HubFile, ResolvedModel  # noqa: E402
 from llamarig.planner.gguf import read_model  # noqa: E402
-from llamarig.release.assemble import make_release  # noqa: E402
-from llamarig.release.resolve import Lookups, resolve_rig  # noqa: E402
+from llamarig.release.resolve import Lookups  # noqa: E402
 from llamarig.release.assemble import RigFacts  # noqa: E402
 from llamarig.tune.candidates import Candidate, combined, with_forks  # noqa: E402
 from llamarig.tune.engine import Engine, Settings  # noqa: E402
-from llamarig.tune.prepare import Prepared, changed_doc, prepare  # noqa: E402
-from llamarig.hostdata.validate import validate_host  # noqa: E402
+from llamarig.tune.prepare import Prepared, changed_doc, prepare, release_for  # noqa: E402
 from llamarig.tune.rank import rank  # noqa: E402
 from llamarig.tune.report import table  # noqa: E402
 from llamarig.tune.runners import LocalRunner  # noqa: E402
@@ -65,28 +63,20 @@ def rig_doc() -> dict:
     return docs["h200"]
 
 
-def release_of(doc: dict, look: Lookups):
-    rig, problems = resolve_rig("h200", doc, look, None, preview=True, check_explicit=False)
-    if rig is None:
-        return None, "; ".join(getattr(p, "expected", str(p)) for p in problems)
-    return make_release(rig, RigFacts(True, ("90",))), None
-
-
 def preparer(doc: dict, look: Lookups, binaries: dict, local: dict):
     """prepare() as the CLI does it: each candidate against its own build (the rig's, or a tune_forks one),
     whose llama-server is mapped to this machine's build of that fork."""
     def prep(c: Candidate) -> Prepared:
-        normalized, problems = validate_host("h200", changed_doc(doc, "bench", c))
-        if problems:
-            return Prepared(c, problem="; ".join(f"{p.path}: {p.expected}" for p in problems[:3]))
-        release, problem = release_of(normalized, look)
+        rig, release, problem = release_for("h200", changed_doc(doc, "bench", c), (None, None), look,
+                                            RigFacts(True, ("90",)), preview=True)
         if release is None:
             return Prepared(c, problem=problem)
-        p = prepare("h200", doc, "bench", c, (None, None), look, release.build["key"])
+        p = prepare("h200", doc, "bench", c, (None, None), look, release.build["key"], RigFacts(True, ("90",)))
         if p.binary:
-            binaries[p.binary] = local.get(normalized["build_fork"]) or ""
+            fork = rig.doc["build_fork"]
+            binaries[p.binary] = local.get(fork) or ""
             if not binaries[p.binary]:
-                p.problem = f"no {normalized['build_fork']} build on this machine"
+                p.problem = f"no {fork} build on this machine"
         return p
     return prep
 
@@ -157,8 +147,7 @@ def main() -> int:
         return out
 
     runner = LocalRunner(os.path.join(args.out, "logs"), gpus, binary=lambda b: binaries.get(b, b), argv=map_argv,
-                         say=say)
-    runner.load_timeout_s = args.load_timeout
+                         say=say, load_timeout_s=args.load_timeout)
     facts = runner.begin()
     before = memory_used()
     say(f"rig facts: {json.dumps(facts)}; memory.used before: {before}")
@@ -179,7 +168,7 @@ def main() -> int:
         say(f"{p.candidate.id} {p.candidate.label}: {state}")
 
     def combine(best_by_axis, next_id):
-        c = combined([], best_by_axis, next_id)
+        c = combined(best_by_axis, next_id)
         return prep(c) if c is not None else None
 
     settings = Settings(objective="decode", depth=args.depth, repetitions=args.repetitions, tokens=args.tokens,

@@ -136,28 +136,27 @@ def cmd_tune(args) -> int:
                     "is measured")
     if "power" in axes and not gpus:
         return fail(f"--power: service {args.service} on {args.host} uses no GPU")
+    lookups = tune_lookups()
+    data = {e.name: e.data for e in entries}
     try:
         locks = read_locks(args.inventory)
-        deployment = release_of(args.host, doc, locks, tune_lookups())
+        deployment = release_of(args.host, doc, locks, lookups)
     except ReleaseError as exc:
         return fail(str(exc), 1)
     rig_facts = None
     if not deployment.exact:  # no lock: the build the rig makes depends on what it has (nvcc, its cards)
         from llamarig.commands.lock import ResolveError, build_facts
         from llamarig.release.assemble import Deployment, make_release
-        data = {e.name: e.data for e in entries}
         try:
             rig_facts = build_facts(args.host, doc, data[args.host])
         except ResolveError as exc:
             return fail(str(exc), 1)
         deployment = Deployment(deployment.rig, make_release(deployment.rig, rig_facts))
-    args.rig_facts = rig_facts
     unit = deployment.release.units[layout.unit_name(args.service)]
     depth = args.depth if args.depth is not None else min(4096, max(64, (svc["ctx_size"] or 8192) // 2))
     tokens = args.tokens or (8 if args.objective == "prefill" else 64)
     settings = Settings(objective=args.objective, depth=depth, repetitions=args.repetitions, tokens=tokens,
                         minutes=args.minutes, rounds=args.rounds, load_timeout_s=args.load_timeout, gpus=gpus)
-    data = {e.name: e.data for e in entries}
 
     def say(text: str) -> None:
         print(f"{args.host} {args.service}: {text}", file=sys.stderr, flush=True)
@@ -169,25 +168,27 @@ def cmd_tune(args) -> int:
     except Exception as exc:  # noqa: BLE001 - any failure to reach the rig is said in one line
         return fail(f"{args.host}: unreachable: {type(exc).__name__}: {exc}", 1)
     try:
-        return tune_on_rig(args, doc, svc, unit, deployment, locks, run, settings, axes, say, started)
+        return tune_on_rig(args, doc, svc, unit, deployment, (locks, lookups, rig_facts), run, settings, axes, say,
+                           started)
     finally:
         connection.__exit__(None, None, None)
 
 
-def tune_on_rig(args, doc, svc, unit, deployment, locks, run, settings, axes, say, started) -> int:
+def tune_on_rig(args, doc, svc, unit, deployment, resolving, run, settings, axes, say, started) -> int:
+    """``resolving``: (the locks, the lookups, the rig's build facts) every candidate is released with."""
+    locks, lookups, rig_facts = resolving
     problem = runs_the_release(run, unit)
     if problem:
         return fail(f"{args.host} {args.service}: {problem}", 1)
     runner = RigRunner(run, args.service, unit.expect, settings.gpus,
-                       settings.minutes * 60 + args.load_timeout + GUARD_SLACK_S, say=say)
-    runner.load_timeout_s = args.load_timeout
-    lookups = tune_lookups()
-    builds = other_builds(args.host, doc, locks, say, args.rig_facts) if doc["tune_forks"] else {}
+                       settings.minutes * 60 + args.load_timeout + GUARD_SLACK_S, say=say,
+                       load_timeout_s=args.load_timeout)
+    builds = other_builds(args.host, doc, locks, lookups, say, rig_facts) if doc["tune_forks"] else {}
     for build, found in builds.items():
         if isinstance(found, str):
             say(f"{found}: not tried")
             continue
-        problem = runner.build(found[1], doc)  # while the declared service still serves
+        problem = runner.build(found, doc)  # while the declared service still serves
         if problem:
             builds[build] = problem
             say(problem)
@@ -201,15 +202,14 @@ def tune_on_rig(args, doc, svc, unit, deployment, locks, run, settings, axes, sa
         "starts it again if this command goes away")
     outcome, end = None, None
     try:
-        serving = (lookups, deployment.release.build["key"])
+        builds[build_of(doc)] = deployment.release.build
 
         def prep(candidate):
             from llamarig.tune.prepare import Prepared, changed_doc
-            found = builds.get(build_of(changed_doc(doc, args.service, candidate)), serving)
+            found = builds[build_of(changed_doc(doc, args.service, candidate))]
             if isinstance(found, str):
                 return Prepared(candidate, problem=found)
-            look, plan = found if found is not serving else (serving[0], {"key": serving[1]})
-            return prepare(args.host, doc, args.service, candidate, locks, look, plan["key"], args.rig_facts)
+            return prepare(args.host, doc, args.service, candidate, locks, lookups, found["key"], rig_facts)
 
         prepared = [prep(c) for c in with_forks(doc, svc, facts, axes) + args.tries]
         for p in prepared:
@@ -219,7 +219,7 @@ def tune_on_rig(args, doc, svc, unit, deployment, locks, run, settings, axes, sa
             f"{settings.depth}")
 
         def combine(best_by_axis, next_id):
-            c = combined([p.candidate for p in prepared], best_by_axis, next_id)
+            c = combined(best_by_axis, next_id)
             return prep(c) if c is not None else None
 
         outcome = Engine(runner, prepared, settings, combine=combine, say=say).run()

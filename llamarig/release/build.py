@@ -36,6 +36,12 @@ def launcher_args(doc: dict) -> list[str]:
     return list(CCACHE_OPTIONS) if doc["build_ccache_dir"] else []
 
 
+def build_words(plan: dict, script: str, jobs: int | None) -> list:
+    """The build program's arguments for ``plan`` (``rig_programs/llamarig-build.sh``'s usage line)."""
+    return [script, plan["src"], plan["url"], plan["commit"], plan["work"], plan["build_dir"], plan["prefix"],
+            jobs or 0, " ".join(plan["targets"]), layout.BUILD_RECORD, plan["record"], "--", *plan["cmake_args"]]
+
+
 def build_plan(doc: dict, commit: str, cuda: bool, archs: list[str]) -> dict:
     """Everything the build task needs: key, paths, arguments."""
     root, fork = doc["build_root"], doc["build_fork"]

@@ -16,31 +16,18 @@ def build_of(doc: dict) -> tuple:
     return tuple(json.dumps(doc[k], sort_keys=True) for k in BUILD_KEYS)
 
 
-def other_builds(host: str, doc: dict, locks, say, rig_facts=None) -> dict:
-    """The release of every ``tune_forks`` build: {build: (lookups, build plan) or the problem}."""
-    from llamarig.release.assemble import assumed_facts, facts_from_lock, make_release
-    from llamarig.release.resolve import LockUse, resolve_rig
-    from llamarig.hostdata.validate import validate_host
+def other_builds(host: str, doc: dict, locks, lookups, say, rig_facts=None) -> dict:
+    """The build plan of every ``tune_forks`` build: {build: the plan, or the problem in words}."""
+    from llamarig.tune.prepare import release_for
 
-    look = tune_lookups()
-    path, entries = locks
-    entry = entries.get(host) if entries is not None else None
     out = {}
     for item in doc["tune_forks"]:
         other = {**doc, **fork_keys(doc, item)}
         name = f"tune_forks {item['build_fork']} {item['build_ref']}"
-        normalized, problems = validate_host(host, other)
-        if problems:
-            out[build_of(other)] = f"{name}: " + "; ".join(f"{p.path}: {p.expected}" for p in problems[:3])
-            continue
-        use = LockUse(path, entry, mode="reuse") if entry is not None else None
-        rig, problems = resolve_rig(host, normalized, look, use, preview=False, check_explicit=True)
-        if rig is None:
-            out[build_of(other)] = f"{name}: " + "; ".join(getattr(p, "expected", str(p)) for p in problems[:3])
-            continue
-        facts = rig_facts or (facts_from_lock(entry) if entry is not None else assumed_facts(normalized)[0])
-        out[build_of(other)] = (look, make_release(rig, facts).build)
-        say(f"{name}: commit {rig.commit[:12]}, build {out[build_of(other)][1]['key']}")
+        rig, release, problem = release_for(host, other, locks, lookups, rig_facts, check_explicit=True)
+        out[build_of(other)] = f"{name}: {problem}" if problem else release.build
+        if not problem:
+            say(f"{name}: commit {rig.commit[:12]}, build {release.build['key']}")
     return out
 
 

@@ -133,7 +133,7 @@ def power_candidates(gpus: list[int], power: dict, start: int) -> list[Candidate
     return out
 
 
-def combined(candidates: list[Candidate], best_by_axis: dict[str, Candidate], next_id: int) -> Candidate | None:
+def combined(best_by_axis: dict[str, Candidate], next_id: int) -> Candidate | None:
     """One candidate holding every axis's best change (two axes or more), or None."""
     picks = [c for axis, c in sorted(best_by_axis.items()) if c is not None]
     if len(picks) < 2:

@@ -81,7 +81,7 @@ class Engine:
     def measure(self, p: Prepared, round_no: int, deadline: float) -> None:
         cid, o = p.candidate.id, self.outcome
         started_at = self.clock()
-        want = {str(g): w for g, w in p.candidate.power.items()} or {}
+        want = {str(g): w for g, w in p.candidate.power.items()}
         if want != self.power_now:
             answer = self.runner.set_power(want)
             if not answer.get("ok"):

@@ -59,25 +59,33 @@ def host_keys(candidate: Candidate, service_name: str) -> dict:
     return keys
 
 
+def release_for(host: str, data: dict, locks, lookups, rig_facts=None, *, preview: bool = False,
+                check_explicit: bool = False):
+    """Host data released as a deploy would: validated, resolved with the rig's lock entry reused (its commit and
+    files kept, the rest looked up), built for ``rig_facts`` (what the rig reported; None: the lock entry's, else
+    what a preview assumes). (rig, release, None), or (None, None, the problems in words)."""
+    normalized, problems = validate_host(host, data)
+    if problems:
+        return None, None, "; ".join(f"{p.path}: {p.expected}" for p in problems[:3])
+    path, entries = locks
+    entry = entries.get(host) if entries is not None else None
+    use = LockUse(path, entry, mode="reuse") if entries is not None else None
+    rig, problems = resolve_rig(host, normalized, lookups, use, preview=preview, check_explicit=check_explicit)
+    if rig is None:
+        return None, None, "; ".join(p.expected for p in problems[:3])
+    facts = rig_facts or (facts_from_lock(entry) if entry is not None else assumed_facts(normalized)[0])
+    return rig, make_release(rig, facts), None
+
+
 def prepare(host: str, doc: dict, service_name: str, candidate: Candidate, locks, lookups,
             serving_build_key: str, rig_facts=None) -> Prepared:
     """``rig_facts``: what decides the rig's build (nvcc, compute capabilities), as the rig reported them;
     None: the lock entry's, else what a preview assumes."""
     out = Prepared(candidate, host_keys=host_keys(candidate, service_name))
-    data = changed_doc(doc, service_name, candidate)
-    normalized, problems = validate_host(host, data)
-    if problems:
-        out.problem = "; ".join(f"{p.path}: {p.expected}" for p in problems[:3])
+    rig, release, out.problem = release_for(host, changed_doc(doc, service_name, candidate), locks, lookups,
+                                            rig_facts, preview=locks[1] is None)
+    if release is None:
         return out
-    path, entries = locks
-    entry = entries.get(host) if entries is not None else None
-    use = LockUse(path, entry, mode="reuse") if entries is not None else None
-    rig, problems = resolve_rig(host, normalized, lookups, use, preview=use is None, check_explicit=False)
-    if rig is None:
-        out.problem = "; ".join(str(p.expected if hasattr(p, "expected") else p) for p in problems[:3])
-        return out
-    facts = rig_facts or (facts_from_lock(entry) if entry is not None else assumed_facts(normalized)[0])
-    release = make_release(rig, facts)
     if release.build["key"] != serving_build_key:
         out.problem = (f"needs another build ({release.build['key']}) than the one serving ({serving_build_key})")
         return out

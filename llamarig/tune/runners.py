@@ -17,6 +17,7 @@ import os
 import shlex
 
 from llamarig import layout, programs
+from llamarig.release.build import build_words
 from llamarig.release.unit import systemd_split
 from llamarig.tune.prepare import Prepared
 
@@ -49,9 +50,10 @@ def _quote(words) -> str:
 
 
 class RigRunner:
-    def __init__(self, run, service: str, expect: dict, gpus: list[int], deadline_s: float, say=print):
+    def __init__(self, run, service: str, expect: dict, gpus: list[int], deadline_s: float, say=print,
+                 load_timeout_s: float = 600.0):
         self.run, self.service, self.expect, self.gpus, self.say = run, service, expect, gpus, say
-        self.deadline_s = deadline_s
+        self.deadline_s, self.load_timeout_s = deadline_s, load_timeout_s
         self.dir = layout.TUNE_DIR
         self.program = f"{self.dir}/{programs.TUNE}"
         self.holder = None
@@ -89,9 +91,7 @@ class RigRunner:
         touched: the serving prefix and the link stay); None when built (or built before), else the problem."""
         self.install()
         env = f"CCACHE_DIR={shlex.quote(doc['build_ccache_dir'])} " if doc["build_ccache_dir"] else ""
-        words = ["sh", f"{self.dir}/{programs.BUILD}", plan["src"], plan["url"], plan["commit"], plan["work"],
-                 plan["build_dir"], plan["prefix"], doc["build_jobs"] or 0, " ".join(plan["targets"]),
-                 layout.BUILD_RECORD, plan["record"], "--", *plan["cmake_args"]]
+        words = ["sh", *build_words(plan, f"{self.dir}/{programs.BUILD}", doc["build_jobs"])]
         self.say(f"building {plan['key']} in {plan['prefix']} (the serving build is left as it is)")
         status, out, err = self.run(env + _quote(words) + " 2>&1", 4 * 3600,
                                     on_line=lambda line: self.say(line) if line.startswith("llamarig-build:") else None)
@@ -124,8 +124,6 @@ class RigRunner:
         answer = self.op("start", spec, self.load_timeout_s + 120)
         answer["unit"] = p.unit
         return answer
-
-    load_timeout_s = 600.0
 
     def bench(self, started: dict, spec: dict) -> dict:
         full = {**spec, "url": started["url"], "unit": started["unit"], "api_key_file": self.expect["api_key_file"],
@@ -165,11 +163,12 @@ class LocalRunner:
     """
 
     def __init__(self, workdir: str, gpus: list[int], binary=lambda b: b, argv=lambda a: a, say=print,
-                 env: dict | None = None):
+                 env: dict | None = None, load_timeout_s: float = 600.0):
         self.tune = load_program(programs.TUNE)
         self.benchmod = load_program(programs.BENCH)
         self.workdir, self.gpus, self.map_binary, self.map_argv, self.say = workdir, gpus, binary, argv, say
         self.env = dict(env or {})
+        self.load_timeout_s = load_timeout_s
         self.count = 0
         os.makedirs(workdir, exist_ok=True)
 
@@ -201,8 +200,6 @@ class LocalRunner:
         answer["server"] = server
         answer["log"] = spec["log"]
         return answer
-
-    load_timeout_s = 600.0
 
     def bench(self, started: dict, spec: dict) -> dict:
         full = dict(self.benchmod.DEFAULTS, **spec, url=started["url"], unit=None, api_key_file=None)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from llamarig.bench.summary import Stat
 from llamarig.release.assemble import RigFacts
 from llamarig.release.unit import API_KEY_ARG
 from llamarig.tune import candidates as cands
@@ -81,10 +80,10 @@ def test_the_combination_holds_every_axis_best_change():
     a = Candidate("c1", "threads 4", "threads", {"threads": 4})
     b = Candidate("c2", "ubatch_size 1024", "ubatch", {"ubatch_size": 1024})
     m = Candidate("c3", "gpu_margin_mib 512", "margin", rig={"gpu_margin_mib": 512})
-    both = combined([], {"threads": a, "ubatch": b, "margin": m}, 9)
+    both = combined({"threads": a, "ubatch": b, "margin": m}, 9)
     assert both.id == "c9" and both.service == {"threads": 4, "ubatch_size": 1024}
     assert both.rig == {"gpu_margin_mib": 512} and both.axis is None
-    assert combined([], {"threads": a}, 9) is None
+    assert combined({"threads": a}, 9) is None
 
 
 # --- a candidate's release and transient unit --------------------------------------------------------
