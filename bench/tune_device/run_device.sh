@@ -17,8 +17,8 @@ WORK=${WORK:-/tmp/tunedev}
 OUT=${OUT:-$HERE/out}
 CALL_S=${CALL_S:-540}
 KEEP_MIB=${KEEP_MIB:-24576}
-MINUTES=${MINUTES:-11}
-TUNE_ARGS=${TUNE_ARGS:---depth 1024 --tokens 64 --repetitions 5 --rounds 2 --axes ubatch,margin,fork_options --ubatches 256,4096 --drop grouped_expert_routing,merge_qkv,gpu_margin_mib_768 --load-timeout 300}
+MINUTES=${MINUTES:-12}
+TUNE_ARGS=${TUNE_ARGS:---depth 1024 --tokens 64 --repetitions 10 --rounds 2 --axes ubatch,margin,fork_options --ubatches 1024 --drop grouped_expert_routing,merge_qkv,gpu_margin_mib_768,^ubatch_size,^gpu_margin --load-timeout 240}
 B="$WORK/build"
 mkdir -p "$WORK" "$OUT"
 export PYTHONPATH="$HERE/.carry/pydeps:$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
@@ -58,6 +58,10 @@ if [ ! -f "$WORK/tune.started" ]; then
   touch "$WORK/tune.started"
 fi
 while [ ! -f "$WORK/tune/tune.txt" ]; do
+  if ! pgrep -f "$HERE/run_tune.py" > /dev/null && [ ! -f "$WORK/tune/tune.txt" ]; then
+    say "run_tune.py ended without a result:"; tail -40 "$WORK/tune.log"
+    cp "$WORK/tune.log" "$OUT/" 2>/dev/null; cp "$WORK/tune/partial.json" "$OUT/" 2>/dev/null; exit 1
+  fi
   if [ "$(left)" -le 15 ]; then
     # every call takes home what there is so far (the machine may be gone before the next one)
     cp "$WORK/tune.log" "$WORK/env-before.txt" "$OUT/" 2>/dev/null; cp "$WORK/tune/partial.json" "$OUT/" 2>/dev/null
@@ -67,8 +71,18 @@ while [ ! -f "$WORK/tune/tune.txt" ]; do
   sleep 5
 done
 pkill -f "$WORK/ballast" || true
-cp "$WORK/tune/tune.json" "$WORK/tune/tune.txt" "$WORK/tune.log" "$WORK/env-before.txt" "$OUT/"
-cat "$B"/*.done > "$OUT/build-times.txt"; cp "$WORK/model.log" "$OUT/"
-tar -C "$WORK/tune" -czf "$OUT/logs.tar.gz" logs
+cp "$WORK/tune/tune.json" "$WORK/tune/tune.txt" "$WORK/tune.log" "$OUT/"
+cat "$B"/*.done > "$WORK/build-times.txt"
+tar -C "$WORK" -czf "$OUT/results.tar.gz" tune/logs tune.log env-before.txt model.log build-times.txt ballast.out
 cat "$WORK/tune/tune.txt"
 say "tune: done"
+# the two builds, for a later session's carry (bench/tune_device/.carry/bins.tar.xz.partN): at most 5
+# parts of 15 MB, else none
+if [ "$(left)" -gt 60 ]; then
+  tar -C "$B" -cf - llama.cpp/bin ik_llama.cpp/bin | xz -T0 -3 > "$WORK/bins.tar.xz"
+  ls -l "$WORK/bins.tar.xz"
+  if [ "$(stat -c %s "$WORK/bins.tar.xz")" -le 75000000 ]; then
+    split -b 15000000 -d -a 1 "$WORK/bins.tar.xz" "$OUT/bins.tar.xz.part"
+    sha256sum "$WORK/bins.tar.xz" > "$OUT/bins.sha256"
+  fi
+fi

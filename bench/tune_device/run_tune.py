@@ -115,6 +115,10 @@ def peaks(raws: list[dict]) -> list[int] | None:
     return best
 
 
+def dropped(pattern: str, label: str) -> bool:
+    return label.startswith(pattern[1:]) if pattern.startswith("^") else pattern in label
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -128,10 +132,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--axes", default="ubatch,margin,fork_options")
     ap.add_argument("--ubatches", default=None, help="ubatch sizes the ubatch axis tries (default: all)")
-    ap.add_argument("--drop", default="", help="comma-separated: candidates whose label contains one are left out")
+    ap.add_argument("--drop", default="", help="comma-separated: candidates whose label (spaces as _) contains one are "
+                    "left out; ^WORDS: whose label starts with WORDS (the serving build's own: ^ubatch_size)")
     ap.add_argument("--finalists", type=int, default=2, help="best candidates measured again (by decode; one by prefill)")
     ap.add_argument("--gpus", default="0", help="nvidia-smi indices sampled (empty: none)")
     ap.add_argument("--load-timeout", type=float, default=300)
+    ap.add_argument("--list", action="store_true", help="print the candidates' arguments and stop (no GPU needed)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     gpus = [int(g) for g in args.gpus.split(",") if g.strip()]
@@ -159,13 +165,15 @@ def main() -> int:
     drop = [d for d in args.drop.split(",") if d]
     chosen = [c for c in with_forks(doc, doc["services"][0], facts, axes)
               if not (ubatches and c.axis == "ubatch" and c.service["ubatch_size"] not in ubatches)
-              and not any(d in c.label.replace(" ", "_") for d in drop)]
+              and not any(dropped(d, c.label.replace(" ", "_")) for d in drop)]
     prepared = [prep(c) for c in chosen]
     fit = fit_reference(doc, args.llama, args.model, None)
     prepared = prepared[:1] + [fit] + prepared[1:]
     for p in prepared:
         state = f"not run: {p.problem}" if p.problem else " ".join(p.argv)
         say(f"{p.candidate.id} {p.candidate.label}: {state}")
+    if args.list:
+        return 0
 
     def combine(best_by_axis, next_id):
         c = combined(best_by_axis, next_id)

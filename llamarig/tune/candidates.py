@@ -144,7 +144,12 @@ def combined(best_by_axis: dict[str, Candidate], next_id: int) -> Candidate | No
         rig.update(c.rig)
         power.update(c.power)
     label = " + ".join(c.label for c in picks)
-    return Candidate(f"c{next_id}", label, None, service, rig, power)
+    return Candidate(f"{build_prefix(picks[0].id)}c{next_id}", label, None, service, rig, power)
+
+
+def build_prefix(cid: str) -> str:
+    """The build a candidate id runs on: "" for the serving build (c0, c1 ...), "b1" for b1c0, b1c1 ..."""
+    return cid[:cid.index("c")] if "c" in cid else ""
 
 
 def fork_keys(doc: dict, entry: dict) -> dict:

@@ -16,6 +16,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from llamarig.tune.candidates import build_prefix
 from llamarig.tune.prepare import Prepared
 from llamarig.tune.rank import rank, score
 
@@ -168,13 +169,7 @@ class Engine:
         and the best few by the objective (and by each of ``also_rank``), in that order, once each."""
         o, s = self.outcome, self.settings
         ranked = self.ranked(s.objective)
-        base = next((r for r in ranked if r.id == "c0"), None)
-        best_by_axis = {}
-        for r in ranked:
-            p = o.prepared[r.id]
-            axis = p.candidate.axis
-            if axis and axis not in best_by_axis and base is not None and r.score.mean > base.score.mean:
-                best_by_axis[axis] = p.candidate
+        best_by_axis = best_changes(ranked, {cid: p.candidate for cid, p in o.prepared.items()}, s.keep)
         ids = [cid for cid in ["c0", *s.keep] if cid in o.measured]
         if self.combine is not None and len(best_by_axis) >= 2:
             extra = self.combine(best_by_axis, len(o.prepared))
@@ -188,3 +183,26 @@ class Engine:
         for objective in s.also_rank:
             ids += [r.id for r in self.ranked(objective) if r.id not in ids][:max(1, s.finalists - 1)]
         return [o.prepared[cid] for cid in dict.fromkeys(ids)]
+
+
+def best_changes(ranked, candidates: dict, references=()) -> dict:
+    """Each axis's best change on the build whose declared configuration ranks best, each better than
+    that declaration (measured ones, best first in ``ranked``). Changes are combined on one build only:
+    another build's option beats the serving build's declaration because of the build, not the option.
+    The build's own declaration (axis ``fork``) is its base, not one of its changes; ``references``
+    (ids measured for comparison, such as the fork's own fitting) are nobody's change."""
+    scores = {r.id: r.score.mean for r in ranked if r.id not in references}
+    bases = {build_prefix(cid): cid for cid in scores if build_prefix(cid) + "c0" == cid}
+    if not bases:
+        return {}
+    build = max(bases, key=lambda b: scores[bases[b]])
+    base = scores[bases[build]]
+    best: dict = {}
+    for r in ranked:
+        c = candidates[r.id]
+        if build_prefix(r.id) != build or r.id == bases[build] or r.id in references or c.axis in (None, "fork"):
+            continue
+        if c.axis not in best and r.score.mean > base:
+            best[c.axis] = c
+    return best
+

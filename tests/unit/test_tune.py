@@ -206,6 +206,28 @@ def test_round_one_measures_all_then_finalists_in_other_orders_and_a_failure_is_
     assert winner(ranked).id == "c5" and ranked[0].score.n == 8
 
 
+def test_changes_are_combined_on_the_best_build_against_its_own_declaration():
+    clock = Clock()
+    runner = FakeRunner({"c0": 50, "fit": 55, "c1": 52, "b1c0": 70, "b1c1": 80, "b1c2": 75, "b1c3": 60, "b1c7": 85},
+                        clock=clock)
+    ps = prepared([("c0", "declared", None), ("fit", "reference", "reference"), ("c1", "threads 8", "threads"),
+                   ("b1c0", "ik: declared", "fork"), ("b1c1", "ik: rtr", "fork_options"),
+                   ("b1c2", "ik: margin 512", "margin"), ("b1c3", "ik: ubatch 4096", "ubatch")])
+    made = []
+
+    def combine(best, next_id):
+        made.append({axis: c.id for axis, c in best.items()})
+        return Prepared(combined(best, next_id), binary="b", argv=["combo"])
+
+    s = Settings(repetitions=4, rounds=2, finalists=1, minutes=60, depth=512, keep=["fit"])
+    out = Engine(runner, ps, s, combine=combine, say=lambda t: None, clock=clock).run()
+    # the ik build's declaration beats the serving one: its own changes that beat it, and nothing else (not
+    # the serving build's threads, not ik's ubatch that beats c0 only, not the reference)
+    assert made == [{"fork_options": "b1c1", "margin": "b1c2"}]
+    extra = out.prepared["b1c7"]
+    assert extra.candidate.label == "ik: rtr + ik: margin 512" and "b1c7" in out.measured
+
+
 def test_nothing_starts_that_the_time_left_cannot_finish():
     clock = Clock()
     runner = FakeRunner({f"c{i}": 50 for i in range(6)}, clock=clock, step_s=40)
