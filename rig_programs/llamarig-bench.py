@@ -178,7 +178,10 @@ def tokens_of(server, text, needed):
                 raise Refused("the text gave no tokens")
             start = 0
             continue
-        status, body = server.call("/tokenize", {"content": piece, "add_special": False}, timeout=120)
+        try:
+            status, body = server.call("/tokenize", {"content": piece, "add_special": False}, timeout=120)
+        except TimeoutError:
+            raise Refused(f"/tokenize gave no answer in 120 s ({len(piece)} characters)") from None
         if status != 200 or not isinstance(body, dict) or not isinstance(body.get("tokens"), list):
             raise Refused(f"/tokenize answered {status}: {str(body)[:200]}")
         tokens += [t if isinstance(t, int) else t.get("id") for t in body["tokens"]]
@@ -372,7 +375,11 @@ def wait_idle(server, wait_s):
 def one_request(server, prompt, tokens, timeout):
     body = {"prompt": prompt, "n_predict": tokens, "ignore_eos": True, "cache_prompt": False, "stream": False}
     started = time.monotonic()
-    status, answer = server.call("/completion", body, timeout=timeout)
+    try:
+        status, answer = server.call("/completion", body, timeout=timeout)
+    except TimeoutError:
+        raise Refused(f"/completion gave no answer in {timeout:g} s (a prompt of {len(prompt)} tokens, "
+                      f"{tokens} to generate)") from None
     ended = time.monotonic()
     if status != 200 or not isinstance(answer, dict) or not isinstance(answer.get("timings"), dict):
         raise Refused(f"/completion answered {status}: {str(answer)[:300]}")

@@ -20,6 +20,9 @@ from llamarig.tune.candidates import build_prefix
 from llamarig.tune.prepare import Prepared
 from llamarig.tune.rank import rank, score
 
+REQUEST_FLOOR_S = 120.0   # the shortest bound on one request of a measurement
+
+
 @dataclass
 class Settings:
     objective: str = "decode"
@@ -66,14 +69,21 @@ class Engine:
             else:
                 seen[key] = p.candidate.label
         self.durations: list[float] = []
+        self.slowest_request_s = 0.0
         self.power_now: dict = {}
 
     # --- one measurement ---------------------------------------------------------------------------
 
-    def bench_spec(self) -> dict:
+    def bench_spec(self, deadline: float | None = None) -> dict:
+        """The bench's request; ``timeout_s`` bounds each HTTP request of it: ten times the slowest request
+        measured so far (at least ``REQUEST_FLOOR_S``), never past the tune's deadline, so that a candidate
+        that hangs is reported as not measured instead of holding the tune."""
         s = self.settings
+        timeout = max(REQUEST_FLOOR_S, 10 * self.slowest_request_s)
+        if deadline is not None:
+            timeout = min(timeout, max(REQUEST_FLOOR_S / 2, deadline - self.clock()))
         return {"depths": [s.depth], "repetitions": s.repetitions, "tokens": s.tokens, "warmup": s.warmup,
-                "gpus": list(s.gpus), "fit_depths": False}
+                "gpus": list(s.gpus), "fit_depths": False, "timeout_s": round(timeout, 1)}
 
     def estimate(self) -> float:
         """The longest measurement so far (the first one is always made)."""
@@ -101,7 +111,7 @@ class Engine:
             self.durations.append(self.clock() - started_at)
             return
         try:
-            raw = self.runner.bench(started, self.bench_spec())
+            raw = self.runner.bench(started, self.bench_spec(deadline))
         finally:
             self.runner.stop(started)
         entry["seconds"] = round(self.clock() - started_at, 3)
@@ -113,6 +123,8 @@ class Engine:
             self.say(f"round {round_no}: {p.candidate.label}: not measured: {failure['detail']}")
         else:
             o.measured.setdefault(cid, []).append(raw)
+            walls = [r.get("wall_ms") or 0 for r in raw.get("runs") or []]
+            self.slowest_request_s = max([self.slowest_request_s, *(w / 1000 for w in walls)])
             s = score([raw], self.settings.objective, self.settings.depth)
             entry["score"] = s.mean if s else None
             self.say(f"round {round_no}: {p.candidate.label}: {self.settings.objective} "

@@ -6,6 +6,7 @@ follow its flags, so a test knows which candidate must win:
   --ubatch-size >= FAKE_OOM_UBATCH (default: never): prints a CUDA out-of-memory line and exits 1
   a flag in FAKE_REFUSE (comma-separated): prints "error: invalid argument" and exits 1
   FAKE_LOAD_S (0.2): seconds before /health answers 200 (503 until then)
+  a flag in FAKE_HANG (comma-separated): /completion never answers (a server that hangs once loaded)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main(argv):
     threads = value(argv, "--threads", "-t")
     decode = float(os.environ.get("FAKE_DECODE_BASE", "50")) + (10 * int(threads) if threads else 0)
     prefill = 40.0 * ubatch
+    hangs = any(flag in argv for flag in filter(None, os.environ.get("FAKE_HANG", "").split(",")))
     ready_at = time.monotonic() + float(os.environ.get("FAKE_LOAD_S", "0.2"))
     ctx = int(value(argv, "--ctx-size", "-c", default=4096))
     print(f"fake llama-server: {' '.join(argv)}", flush=True)
@@ -68,6 +70,8 @@ def main(argv):
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
             if self.path == "/tokenize":
                 return self.answer(200, {"tokens": [sum(map(ord, w)) % 30000 for w in body["content"].split()]})
+            if self.path == "/completion" and hangs:
+                time.sleep(3600)
             if self.path == "/completion":
                 n, gen = len(body["prompt"]), body["n_predict"]
                 time.sleep(min(2.0, n / prefill + gen / decode))

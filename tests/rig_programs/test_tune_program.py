@@ -89,3 +89,19 @@ def test_the_engine_with_the_local_runner_finds_the_faster_threads_and_reports_t
     best = winner(ranked)
     assert best is not None and best.id == "c2" and best.score.mean == pytest.approx(90.0)
     assert len(out.measured["c2"]) == 2  # a finalist: measured again in round 2
+
+
+def test_a_candidate_that_hangs_once_loaded_is_reported_not_measured_and_the_tune_goes_on(tmp_path, server_bin,
+                                                                                        monkeypatch):
+    import llamarig.tune.engine as engine
+    monkeypatch.setattr(engine, "REQUEST_FLOOR_S", 2.0)
+    r = runner(tmp_path, server_bin, FAKE_HANG="--hang")
+    ps = [cand("c0"), cand("c1", "--hang"), cand("c2", "--threads", "4")]
+    s = Settings(objective="decode", depth=64, repetitions=2, tokens=4, rounds=2, minutes=3, load_timeout_s=20)
+    out = Engine(r, ps, s, say=lambda t: None).run()
+    assert out.failures["c1"]["kind"] == "not measured"
+    assert "/completion gave no answer in 2 s" in out.failures["c1"]["detail"]
+    ranked = rank({p.candidate.id: p.candidate.label for p in ps}, out.measured, out.failures, out.not_run,
+                  "decode", 64)
+    assert winner(ranked).id == "c2" and len(out.measured["c2"]) == 2
+    assert [x for x in ranked if x.id == "c1"][0].status == "failed"
