@@ -28,7 +28,17 @@ say() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
 if [ ! -f "$WORK/started" ]; then
   say "first call: $(nvidia-smi --query-gpu=name,memory.total,memory.used,power.limit,clocks.sm --format=csv,noheader)"
   cmake --version | head -1; nvcc --version | tail -1; nproc
-  setsid nohup bash "$HERE/build_both.sh" "$WORK/src" "$B" "$(nproc)" > "$WORK/build_both.out" 2>&1 < /dev/null &
+  if [ -f "$HERE/.carry/bins.tar.xz.part0" ]; then
+    # builds brought back by an earlier session (see the end of this script): no build this time
+    mkdir -p "$B" && cat "$HERE"/.carry/bins.tar.xz.part* > "$WORK/bins.tar.xz"
+    (cd "$WORK" && sed 's#  .*#  bins.tar.xz#' "$HERE/.carry/bins.sha256" | sha256sum -c -) || { say "carried builds corrupt"; exit 1; }
+    xz -dc "$WORK/bins.tar.xz" | tar -C "$B" -xf -
+    for fork in ik_llama.cpp llama.cpp; do printf 'rc=0\nseconds=0\ncarried=1\n' > "$B/$fork.done"; done
+    printf 'ik_llama.cpp=0\nllama.cpp=0\n' > "$B/all.done"; touch "$WORK/bins.packed"
+    say "carried builds unpacked: $(ls "$B"/*/bin | tr '\n' ' ')"
+  else
+    setsid nohup bash "$HERE/build_both.sh" "$WORK/src" "$B" "$(nproc)" > "$WORK/build_both.out" 2>&1 < /dev/null &
+  fi
   setsid nohup bash -c "python3 '$REPO/bench/serve_bench/write_model.py' '$WORK/model.gguf' > '$WORK/model.log' 2>&1 \
       && cat '$WORK/model.gguf' > /dev/null && touch '$WORK/model.ok'" < /dev/null > /dev/null 2>&1 &
   setsid nohup bash -c "nvcc -O2 -arch=sm_90 -o '$WORK/ballast' '$REPO/bench/seed_limits/ballast.cu' > '$WORK/ballast.build' 2>&1" \
@@ -43,6 +53,17 @@ while [ "$(built)" = 3 ] || [ ! -f "$WORK/model.ok" ] || [ ! -x "$WORK/ballast" 
 done
 cat "$WORK/status.txt"
 [ "$(built)" = 0 ] || { say "a build failed"; cp "$B"/*.log "$OUT/" 2>/dev/null; exit 1; }
+if [ ! -f "$WORK/bins.packed" ]; then
+  # the two builds come home first, before the tune (a later session carries them instead of building:
+  # put the parts and bins.sha256 in bench/tune_device/.carry/); at most 5 parts of 15 MB, else none
+  tar -C "$B" -cf - llama.cpp/bin ik_llama.cpp/bin | xz -T0 -3 > "$WORK/bins.tar.xz"
+  ls -l "$WORK/bins.tar.xz"
+  if [ "$(stat -c %s "$WORK/bins.tar.xz")" -le 75000000 ]; then
+    split -b 15000000 -d -a 1 "$WORK/bins.tar.xz" "$OUT/bins.tar.xz.part"
+    (cd "$WORK" && sha256sum bins.tar.xz) > "$OUT/bins.sha256"
+  fi
+  touch "$WORK/bins.packed"
+fi
 
 if [ ! -f "$WORK/tune.started" ]; then
   say "ballast: hold all of GPU 0 but $KEEP_MIB MiB"
@@ -57,15 +78,21 @@ if [ ! -f "$WORK/tune.started" ]; then
       > "$WORK/tune.log" 2>&1 < /dev/null &
   touch "$WORK/tune.started"
 fi
+# what there is so far, in one file (the device tool brings back at most 8): the log, the partial
+# results, the candidates' own logs, the build times
+home() {
+  cat "$B"/*.done > "$WORK/build-times.txt" 2>/dev/null
+  (cd "$WORK" && tar -czf "$OUT/partial.tar.gz" --ignore-failed-read tune.log env-before.txt build-times.txt \
+      tune/partial.json tune/logs 2>/dev/null)
+}
 while [ ! -f "$WORK/tune/tune.txt" ]; do
   if ! pgrep -f "$HERE/run_tune.py" > /dev/null && [ ! -f "$WORK/tune/tune.txt" ]; then
     say "run_tune.py ended without a result:"; tail -40 "$WORK/tune.log"
-    cp "$WORK/tune.log" "$OUT/" 2>/dev/null; cp "$WORK/tune/partial.json" "$OUT/" 2>/dev/null; exit 1
+    home; exit 1
   fi
   if [ "$(left)" -le 15 ]; then
     # every call takes home what there is so far (the machine may be gone before the next one)
-    cp "$WORK/tune.log" "$WORK/env-before.txt" "$OUT/" 2>/dev/null; cp "$WORK/tune/partial.json" "$OUT/" 2>/dev/null
-    cat "$B"/*.done > "$OUT/build-times.txt" 2>/dev/null
+    home
     say "tune running: $(grep '^tune: round' "$WORK/tune.log" | tail -2 | tr '\n' ' ')"; exit 0
   fi
   sleep 5
@@ -76,13 +103,3 @@ cat "$B"/*.done > "$WORK/build-times.txt"
 tar -C "$WORK" -czf "$OUT/results.tar.gz" tune/logs tune.log env-before.txt model.log build-times.txt ballast.out
 cat "$WORK/tune/tune.txt"
 say "tune: done"
-# the two builds, for a later session's carry (bench/tune_device/.carry/bins.tar.xz.partN): at most 5
-# parts of 15 MB, else none
-if [ "$(left)" -gt 60 ]; then
-  tar -C "$B" -cf - llama.cpp/bin ik_llama.cpp/bin | xz -T0 -3 > "$WORK/bins.tar.xz"
-  ls -l "$WORK/bins.tar.xz"
-  if [ "$(stat -c %s "$WORK/bins.tar.xz")" -le 75000000 ]; then
-    split -b 15000000 -d -a 1 "$WORK/bins.tar.xz" "$OUT/bins.tar.xz.part"
-    sha256sum "$WORK/bins.tar.xz" > "$OUT/bins.sha256"
-  fi
-fi

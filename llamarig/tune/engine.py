@@ -118,6 +118,8 @@ class Engine:
         self.durations.append(self.clock() - started_at)
         if not raw.get("ok"):
             failure = {"kind": "not measured", "detail": str(raw.get("error"))[:400]}
+            if raw.get("log"):
+                failure["log"] = raw["log"]
             o.failures[cid] = failure
             entry["failure"] = failure
             self.say(f"round {round_no}: {p.candidate.label}: not measured: {failure['detail']}")

@@ -101,6 +101,7 @@ def test_a_candidate_that_hangs_once_loaded_is_reported_not_measured_and_the_tun
     out = Engine(r, ps, s, say=lambda t: None).run()
     assert out.failures["c1"]["kind"] == "not measured"
     assert "/completion gave no answer in 2 s" in out.failures["c1"]["detail"]
+    assert "fake llama-server: --ctx-size 4096 --hang" in out.failures["c1"]["log"]   # what it said, kept
     ranked = rank({p.candidate.id: p.candidate.label for p in ps}, out.measured, out.failures, out.not_run,
                   "decode", 64)
     assert winner(ranked).id == "c2" and len(out.measured["c2"]) == 2
