@@ -205,7 +205,8 @@ def best_changes(ranked, candidates: dict, references=()) -> dict:
     another build's option beats the serving build's declaration because of the build, not the option.
     The build's own declaration (axis ``fork``) is its base, not one of its changes; ``references``
     (ids measured for comparison, such as the fork's own fitting) are nobody's change."""
-    scores = {r.id: r.score.mean for r in ranked if r.id not in references}
+    ranked = [r for r in ranked if r.id not in references]
+    scores = {r.id: r.score.mean for r in ranked}
     bases = {build_prefix(cid): cid for cid in scores if build_prefix(cid) + "c0" == cid}
     if not bases:
         return {}
@@ -214,9 +215,8 @@ def best_changes(ranked, candidates: dict, references=()) -> dict:
     best: dict = {}
     for r in ranked:
         c = candidates[r.id]
-        if build_prefix(r.id) != build or r.id == bases[build] or r.id in references or c.axis in (None, "fork"):
+        if build_prefix(r.id) != build or r.id == bases[build] or c.axis in (None, "fork"):
             continue
         if c.axis not in best and r.score.mean > base:
             best[c.axis] = c
     return best
-

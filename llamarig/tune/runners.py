@@ -206,20 +206,11 @@ class LocalRunner:
         try:
             return self.benchmod.measure(full)
         except self.benchmod.Refused as exc:
-            return {"ok": False, "error": str(exc), "log": self.log_tail(started)}
+            error = str(exc)
         except (OSError, ValueError) as exc:
-            return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "log": self.log_tail(started)}
-
-    @staticmethod
-    def log_tail(started: dict, size: int = 2000) -> str:
-        """The end of a candidate's own output (what it said before it failed a measurement)."""
-        try:
-            with open(started["log"], "rb") as handle:
-                handle.seek(0, 2)
-                handle.seek(max(0, handle.tell() - size))
-                return handle.read().decode("utf-8", "replace")
-        except (OSError, KeyError):
-            return ""
+            error = f"{type(exc).__name__}: {exc}"
+        # the end of the candidate's own output: what it said before it failed the measurement
+        return {"ok": False, "error": error, "log": started["server"].log()[-2000:]}
 
     def stop(self, started: dict) -> None:
         started["server"].stop()
