@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import StringCommand, deploy, operation
+from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 from pyinfra.operations import files, systemd
 
 from llamarig import layout
@@ -51,6 +53,27 @@ def gpu_power(declared_gpus: list, limits: dict, persistence: bool):
         yield StringCommand(command)
 
 
+@operation()
+def boot_unit_started(unit: str):
+    """
+    Enable ``unit`` and start it now, where it is not already; if it fails, its status and journal
+    are shown with the error (a failed oneshot says nothing else).
+
+    + unit: the unit's name
+    """
+    running = host.get_fact(SystemdStatus, services=unit).get(unit)
+    enabled = host.get_fact(SystemdEnabled, services=unit).get(unit)
+    if running and enabled:
+        host.noop(f"{unit} is enabled and has run")
+        return
+    q = shlex.quote(unit)
+    yield StringCommand(
+        f"systemctl enable {q} && systemctl start {q} || {{ rc=$?; "
+        f"systemctl status --no-pager -l {q} >&2; "
+        f"echo '--- journalctl -u {unit} (last lines)' >&2; "
+        f"journalctl -u {q} -n 30 --no-pager -o cat >&2; exit $rc; }}")
+
+
 @deploy("GPU power")
 def apply(deployment):
     doc = deployment.doc
@@ -61,5 +84,5 @@ def apply(deployment):
     unit = files.put(name=f"Boot unit {POWER_UNIT}", src=StringIO(deployment.release.power_unit),
                      dest=layout.unit_path(POWER_UNIT), mode="644")
     systemd.daemon_reload(name="systemd daemon-reload", _if=unit.did_change)
-    systemd.service(name=f"Enable {POWER_UNIT}", service=POWER_UNIT, running=True, enabled=True)
+    boot_unit_started(name=f"Enable {POWER_UNIT}", unit=POWER_UNIT)
     return applied
