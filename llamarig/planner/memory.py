@@ -114,6 +114,7 @@ _RECR_ALL = frozenset({"mamba", "mamba2", "falcon-h1"})                    # ...
 _RECR_INTERVAL = frozenset({"qwen3next", "qwen35", "qwen35moe"})           # ... unless (il + 1) % interval == 0
 _RECR_NO_KV = frozenset({"jamba", "granitehybrid", "plamo2", "lfm2", "lfm2moe"})  # ... where it has no KV heads
 _RECR_NO_KV_NO_FF = frozenset({"nemotron_h", "nemotron_h_moe"})           # ... where it has neither KV nor FFN
+_SSM_UNGROUPED = frozenset({"mamba", "jamba"})
 _ATTN_EVERYWHERE = frozenset({"falcon-h1"})  # parallel hybrid: every layer has attention and a recurrent state
 
 
@@ -147,7 +148,8 @@ def recurrent_row_floats(model: ModelInfo) -> tuple[int, int]:
     d_conv = int(model.key("ssm.conv_kernel", 0) or 0)
     d_inner = int(model.key("ssm.inner_size", 0) or 0)
     d_state = int(model.key("ssm.state_size", 0) or 0)
-    n_group = int(model.key("ssm.group_count", 0) or 0)
+    # Mamba-1 layers have no groups: mamba's and jamba's loaders never read ssm.group_count, whatever the file says
+    n_group = int(model.key("ssm.group_count", 0) or 0) if model.arch not in _SSM_UNGROUPED else 0
     return max(d_conv - 1, 0) * (d_inner + 2 * n_group * d_state), d_state * d_inner
 
 

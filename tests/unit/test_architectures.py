@@ -131,3 +131,19 @@ def test_the_bounds_are_read_from_extra_args():
     doc, _ = validate_host("r1", rig())
     s = settings(doc, doc["services"][0])
     assert (s.cache_ram_mib, s.ctx_checkpoints) == (8192, 32)
+
+
+def test_mamba1_layers_have_no_groups_whatever_the_file_says(tmp_path):
+    """jamba's and mamba's loaders never read ssm.group_count (found by llama.cpp as the oracle,
+    tests/e2e/test_kv_oracle.py): the conv state is (d_conv - 1) * d_inner, not widened by groups."""
+    from testbed.arch_headers import HEADERS
+    meta, _ = HEADERS["jamba"]
+    assert meta["jamba.ssm.group_count"] == 2
+    path = tmp_path / "jamba.gguf"
+    synth.write_gguf(str(path), meta, [("token_embd.weight", (512, 4096), "F32")])
+    model = read_model(str(path))
+    assert memory.recurrent_row_floats(model) == (3 * 1024, 64 * 1024)
+    meta2 = {k.replace("jamba", "mamba2"): v for k, v in meta.items() if k.startswith("jamba.")} | {
+        k: v for k, v in meta.items() if not k.startswith("jamba.")} | {"general.architecture": "mamba2"}
+    synth.write_gguf(str(path), meta2, [("token_embd.weight", (512, 4096), "F32")])
+    assert memory.recurrent_row_floats(read_model(str(path))) == (3 * (1024 + 2 * 2 * 64), 64 * 1024)
