@@ -49,12 +49,13 @@ HEADERS: dict[str, tuple[dict, tuple[str, ...]]] = {
     # attention: grouped-query, next-token layers, multi-head latent
     "qwen3moe": (header("qwen3moe", head_dim=128, **moe()), ()),
     "glm4moe": (header("glm4moe", n_layer=5, head_dim=128, leading_dense_block_count=1, nextn_predict_layers=1,
-                       expert_shared_count=1, **moe()), ("blk.0.attn_norm.weight",)),
-    "deepseek2": (header("deepseek2", n_head=8, n_head_kv=1, head_dim=192, leading_dense_block_count=1,
-                         expert_shared_count=1, attention__kv_lora_rank=128, attention__q_lora_rank=256,
-                         attention__key_length=128 + 32, attention__value_length=128,
-                         attention__key_length_mla=64 + 32, attention__value_length_mla=64,
-                         rope__dimension_count=32, **moe()), ()),
+                       expert_shared_count=1, expert_weights_scale=1.0, **moe()), ("blk.0.attn_norm.weight",)),
+    # DeepSeek's own MLA widths (ik_llama.cpp refuses others): 512 latent + 64 rope, heads of 128 + 64
+    "deepseek2": (header("deepseek2", n_head=8, n_head_kv=1, head_dim=576, leading_dense_block_count=1,
+                         expert_shared_count=1, attention__kv_lora_rank=512, attention__q_lora_rank=256,
+                         attention__key_length=576, attention__value_length=512,
+                         attention__key_length_mla=192, attention__value_length_mla=128,
+                         rope__dimension_count=64, expert_weights_scale=1.0, **moe()), ()),
     # sliding windows
     "gpt-oss": (header("gpt-oss", attention__sliding_window=128, **moe(ff_exp=512)), ()),
     "gemma2": (header("gemma2", n_layer=6, attention__sliding_window=512), ()),

@@ -27,13 +27,29 @@ from pathlib import Path
 
 from testbed import synth
 
-SOURCE = Path(__file__).with_name("kv_oracle.cpp")
+HERE = Path(__file__).parent
 MISSING = re.compile(r"missing tensor '([^']+)'|tensor '([^']+)' not found")
 SHAPE = re.compile(r"tensor '([^']+)' has wrong shape; expected ([\d, ]+), got")
 KV_LINE = re.compile(r"llama_kv_cache: size = +([\d.]+) MiB \( *(\d+) cells, +(\d+) layers, +(\d+)/(\d+) seqs\)")
 RS_LINE = re.compile(r"llama_memory_recurrent: size = +([\d.]+) MiB \( *(\d+) cells, +(\d+) layers")
-# printed once every memory of the context exists, before the compute graphs are reserved (llama-context.cpp)
-MEMORY_DONE = "sched_reserve: reserving"
+IK_KV_LINE = re.compile(r"KV self size += +([\d.]+) MiB")
+IK_BUFFER_LINE = re.compile(r"llama_kv_cache_init: +\S+ KV buffer size = +([\d.]+) MiB")
+
+
+@dataclass(frozen=True)
+class Fork:
+    source: str                 # the oracle program, beside this file
+    libs: tuple[str, ...]       # the build tree's static libraries it links
+    memory_done: str            # printed once every memory of the context exists, before the compute graphs
+    fit_params: bool            # the tree has llama-fit-params
+
+
+FORKS = {
+    "llama.cpp": Fork("kv_oracle.cpp", ("src/libllama.a", "ggml/src/libggml.a", "ggml/src/libggml-cpu.a",
+                                        "ggml/src/libggml-base.a"), "sched_reserve: reserving", True),
+    # ik sizes the cache in llama_kv_cache_init and logs it before the output buffer (src/llama.cpp)
+    "ik_llama.cpp": Fork("kv_oracle_ik.cpp", ("src/libllama.a", "ggml/src/libggml.a"), "output buffer size", False),
+}
 BREAKDOWN = re.compile(r"^breakdown (\S+) (\d+) (\d+) (\d+)$", re.M)
 
 
@@ -53,10 +69,14 @@ class Case:
     flash_attn: bool = True
     swa_full: bool = False
     kv_unified: bool = False
+    mla: int = 3                # ik_llama.cpp's -mla
 
-    def words(self) -> list[str]:
-        return [str(self.ctx), str(self.seqs), self.cache_k, self.cache_v, str(self.ubatch), str(self.batch),
-                str(int(self.flash_attn)), str(int(self.swa_full)), str(int(self.kv_unified))]
+    def words(self, fork: str) -> list[str]:
+        common = [str(self.ctx), str(self.seqs), self.cache_k, self.cache_v, str(self.ubatch), str(self.batch),
+                  str(int(self.flash_attn))]
+        if fork == "ik_llama.cpp":
+            return common + [str(self.mla)]
+        return common + [str(int(self.swa_full)), str(int(self.kv_unified))]
 
 
 @dataclass
@@ -72,10 +92,10 @@ class Sizing:
 
 
 class Oracle:
-    """kv-oracle and llama-fit-params built in a rig's llama.cpp build tree, run through chroot."""
+    """kv-oracle (and llama-fit-params) built in a rig's build tree of ``fork``, run through chroot."""
 
     def __init__(self, root: Path, fork: str = "llama.cpp"):
-        self.root = Path(root)
+        self.root, self.fork, self.spec = Path(root), fork, FORKS[fork]
         trees = sorted(p for p in (self.root / "opt/llamarig/build").glob(f"{fork}-*")
                        if (p / "src/libllama.a").is_file())
         if not trees:
@@ -92,14 +112,16 @@ class Oracle:
         return subprocess.run(["chroot", str(self.root), *words], capture_output=True, text=True, timeout=timeout)
 
     def compile(self) -> None:
-        (self.root / self.dir.lstrip("/") / SOURCE.name).write_text(SOURCE.read_text())
+        source = self.spec.source
+        (self.root / self.dir.lstrip("/") / source).write_text((HERE / source).read_text())
         b, w = self.build, self.work
-        libs = [f"{b}/src/libllama.a", f"{b}/ggml/src/libggml.a", f"{b}/ggml/src/libggml-cpu.a",
-                f"{b}/ggml/src/libggml-base.a"]
         done = self.chroot("c++", "-O1", "-std=c++17", f"-I{w}/include", f"-I{w}/ggml/include", f"-I{w}/src",
-                           f"{self.dir}/{SOURCE.name}", "-o", self.exe, *libs, "-ldl", "-lm", "-lgomp", "-lpthread")
+                           f"{self.dir}/{source}", "-o", self.exe, *(f"{b}/{lib}" for lib in self.spec.libs),
+                           "-ldl", "-lm", "-lgomp", "-lpthread")
         if done.returncode:
-            raise OracleError(f"kv-oracle did not build:\n{done.stderr[-3000:]}")
+            raise OracleError(f"kv-oracle did not build from {self.fork}'s tree:\n{done.stderr[-3000:]}")
+        if not self.spec.fit_params:
+            return
         built = self.chroot("env", "CCACHE_DIR=/var/cache/ccache", "cmake", "--build", b, "--target",
                             "llama-fit-params", "-j2")
         if built.returncode:
@@ -109,7 +131,7 @@ class Oracle:
         return self.root / self.dir.lstrip("/") / name
 
     def run(self, name: str, case: Case) -> subprocess.CompletedProcess:
-        return self.chroot(self.exe, f"{self.dir}/{name}", *case.words(), timeout=120)
+        return self.chroot(self.exe, f"{self.dir}/{name}", *case.words(self.fork), timeout=120)
 
     def complete(self, name: str, meta: dict, seed: tuple[str, ...] = (), case: Case = Case(),
                  limit: int = 3000) -> list:
@@ -121,7 +143,7 @@ class Oracle:
         for _ in range(limit):
             synth.write_gguf(str(self.host_path(name)), meta, rows)
             done = self.run(name, case)
-            if done.returncode == 0 or MEMORY_DONE in done.stderr:
+            if done.returncode == 0 or self.spec.memory_done in done.stderr:
                 return rows
             missing, shape = MISSING.search(done.stderr), SHAPE.search(done.stderr)
             if missing:
@@ -136,8 +158,14 @@ class Oracle:
 
     def sizing(self, name: str, case: Case) -> Sizing:
         done = self.run(name, case)
-        if MEMORY_DONE not in done.stderr:
+        if self.spec.memory_done not in done.stderr:
             raise OracleError(f"{name} {case}: kv-oracle failed (exit {done.returncode}):\n{_tail(done.stderr)}")
+        if self.fork == "ik_llama.cpp":
+            # "KV self size" counts K and V; the cache's buffers also hold the delta-net layers' state
+            kv_mib = sum(float(m) for m in IK_KV_LINE.findall(done.stderr))
+            buffers = sum(float(m) for m in IK_BUFFER_LINE.findall(done.stderr))
+            return Sizing(kv_mib=kv_mib, kv_layers=-1, kv_caches=1, state_mib=round(buffers - kv_mib, 2),
+                          state_layers=-1, context_bytes=None, log=done.stderr)
         kv = KV_LINE.findall(done.stderr)
         rs = RS_LINE.findall(done.stderr)
         # the breakdown comes after the compute graphs, which some architectures' graphs do not survive on

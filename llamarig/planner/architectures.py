@@ -25,12 +25,12 @@ from pathlib import Path
 DATA = Path(__file__).with_name("architectures.json")
 
 # Families whose recurrent state the memory model sizes, per fork (llamarig/planner/memory.py
-# recurrent_layers, state_layer: read from llama.cpp's loaders; ik_llama.cpp's own hybrid memory is not
-# modelled yet).
+# recurrent_layers, state_layer: read from each fork's loaders and cache code, checked against each fork's own
+# sizing in tests/e2e/test_kv_oracle.py). ik_llama.cpp keeps its delta-net families' state in its KV cache.
 RECURRENT_SIZED = {
     "llama.cpp": frozenset({"mamba", "mamba2", "jamba", "falcon-h1", "granitehybrid", "nemotron_h",
                             "nemotron_h_moe", "qwen3next", "qwen35", "qwen35moe", "lfm2", "lfm2moe", "plamo2"}),
-    "ik_llama.cpp": frozenset(),
+    "ik_llama.cpp": frozenset({"qwen3next", "qwen35", "qwen35moe"}),
 }
 # Loaded by the forks but not something llama-server serves for chat (encoders, diffusion, vision towers).
 NOT_SERVED = frozenset({"clip", "bert", "nomic-bert", "nomic-bert-moe", "neo-bert", "jina-bert-v2",

@@ -153,15 +153,36 @@ def recurrent_row_floats(model: ModelInfo) -> tuple[int, int]:
     return max(d_conv - 1, 0) * (d_inner + 2 * n_group * d_state), d_state * d_inner
 
 
+def ik_state_floats(model: ModelInfo) -> int:
+    """ik_llama.cpp's one-sequence state of a delta-net layer (llama-hparams.h n_embd_v_s): the conv state
+    (d_conv - 1) * (2 * d_state * n_group + d_inner) and a head_v_dim^2 matrix per value head."""
+    d_conv = int(model.key("ssm.conv_kernel", 0) or 0)
+    d_inner = int(model.key("ssm.inner_size", 0) or 0)
+    d_state = int(model.key("ssm.state_size", 0) or 0)
+    n_group = int(model.key("ssm.group_count", 0) or 0)
+    dt_rank = int(model.key("ssm.time_step_rank", 0) or 0)
+    if n_group <= 0:
+        return d_state * d_inner
+    head_v = d_inner // dt_rank if dt_rank > 0 else 0
+    return max(d_conv - 1, 0) * (2 * d_state * n_group + d_inner) + head_v * head_v * dt_rank
+
+
 def state_slots(s: Settings) -> int:
-    """Sequences a recurrent state is kept for: the server's slots (its automatic 4 when not declared)."""
-    return max(1, s.parallel if s.parallel else 4)
+    """Sequences a recurrent state is kept for: the server's slots (when not declared, llama.cpp's automatic 4,
+    ik_llama.cpp's one)."""
+    if s.parallel:
+        return max(1, s.parallel)
+    return 1 if s.fork == "ik_llama.cpp" else 4
 
 
 def state_layer(model: ModelInfo, il: int, s: Settings, recurrent: list[bool] | None = None) -> int:
-    """Recurrent-state bytes of layer `il` (F32 conv and SSM states, one per slot; llama-memory-recurrent.cpp)."""
+    """Recurrent-state bytes of layer `il` (F32 conv and SSM states, one per slot; llama.cpp's
+    llama-memory-recurrent.cpp, ik_llama.cpp's cache_s_l in llama_kv_cache_init)."""
     if not (recurrent or recurrent_layers(model))[il]:
         return 0
+    if s.fork == "ik_llama.cpp":
+        n, _ = cells(model, s)
+        return _row("f32", ik_state_floats(model)) * min(state_slots(s), n)
     r, st = recurrent_row_floats(model)
     return (_row("f32", r) + _row("f32", st)) * state_slots(s) if (r or st) else 0
 

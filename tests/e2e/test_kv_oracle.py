@@ -1,7 +1,8 @@
-"""llama.cpp is the planner's oracle: on header-only files of every architecture the planner sizes, the
-pinned tree's own code (built in a container rig's llama.cpp build tree: testbed/oracle.py) sizes the KV
-cache and the recurrent state at several contexts, cache types, slot counts, ubatch sizes and with or
-without --swa-full, and the planner's figures must be the same (within 1 MiB; in practice to the byte).
+"""Each fork is the planner's oracle: on header-only files of every architecture the planner sizes, the
+pinned tree's own code (built in a container rig's build tree: testbed/oracle.py) sizes the KV cache and
+the recurrent state at several contexts, cache types, slot counts, ubatch sizes, with or without
+--swa-full (llama.cpp) and in every MLA mode (ik_llama.cpp), and the planner's figures must be the same
+(within 1 MiB; in practice to the byte, or to the two decimals the forks log).
 
 CPU builds have one device, so these are totals over every layer; how layers are spread over GPUs is the
 planner's bookkeeping over the same per-layer figures (tests/unit/test_plan*.py).
@@ -12,6 +13,7 @@ from __future__ import annotations
 import pytest
 
 from llamarig.planner import architectures, memory
+from llamarig.planner.architectures import ArchitectureError
 from llamarig.planner.gguf import read_model
 from llamarig.planner.memory import MiB, Settings
 from testbed.arch_headers import HEADERS
@@ -31,16 +33,31 @@ CASES = [
 ]
 
 
-def settings(case: Case) -> Settings:
-    """The planner's view of the server started as ``case``: automatic slots are a unified cache of 4."""
+IK_CASES = [
+    Case(ctx=4096),
+    Case(ctx=8192, seqs=4),
+    Case(ctx=6000, seqs=3, cache_k="q8_0", cache_v="q8_0"),
+    Case(ctx=5000, seqs=2, flash_attn=False),
+    Case(ctx=16384, cache_k="q4_0", cache_v="q4_0"),
+    Case(ctx=4096, mla=0), Case(ctx=4096, mla=1), Case(ctx=4096, mla=2),
+    Case(ctx=4096, mla=1, flash_attn=False), Case(ctx=4096, mla=2, flash_attn=False),
+]
+
+
+def settings(case: Case, fork: str = "llama.cpp") -> Settings:
+    """The planner's view of the server started as ``case``: llama.cpp's automatic slots are a unified cache
+    of 4."""
+    if fork == "ik_llama.cpp":
+        return Settings(fork=fork, ctx=case.ctx, parallel=case.seqs, cache_k=case.cache_k, cache_v=case.cache_v,
+                        ubatch=case.ubatch, flash_attn=case.flash_attn, mla=case.mla)
     auto = case.kv_unified and case.seqs == 4
     return Settings(ctx=case.ctx, parallel=None if auto else case.seqs, cache_k=case.cache_k, cache_v=case.cache_v,
                     ubatch=case.ubatch, flash_attn=case.flash_attn, swa_full=case.swa_full)
 
 
-def planned(model, case: Case) -> tuple[int, int, int]:
+def planned(model, case: Case, fork: str = "llama.cpp") -> tuple[int, int, int]:
     """(KV bytes, recurrent-state bytes, layers with a KV cache) as the planner sizes them."""
-    costs = memory.layer_costs(model, settings(case))
+    costs = memory.layer_costs(model, settings(case, fork))
     state = costs.state or [0] * len(costs.kv)
     kv = [k - s for k, s in zip(costs.kv, state)]
     return sum(kv), sum(state), sum(1 for k in kv if k)
@@ -127,3 +144,35 @@ def test_the_loader_names_what_a_header_lacks(oracle):
     meta = {k: v for k, v in meta.items() if k != "qwen35moe.rope.dimension_sections"}
     with pytest.raises(OracleError, match="key not found in model: qwen35moe.rope.dimension_sections"):
         oracle.complete("broken.gguf", meta)
+
+
+@pytest.fixture(scope="module")
+def ik_oracle(bed):
+    if "rigik" not in bed.rigs:
+        pytest.skip("the ik_llama.cpp rig is made by tests/e2e/test_ik.py, which runs before this file")
+    found = Oracle(bed.rigs["rigik"].root, "ik_llama.cpp")
+    found.compile()
+    return found
+
+
+def _ik_loads(name: str) -> bool:
+    return architectures.kind("ik_llama.cpp", HEADERS[name][0]["general.architecture"]) is not None
+
+
+@pytest.mark.parametrize("name", sorted(n for n in HEADERS if _ik_loads(n)))
+def test_the_planner_sizes_ik_llama_cpp_s_cache_as_ik_llama_cpp_does(ik_oracle, name):
+    meta, seed = HEADERS[name]
+    ik_oracle.complete(f"ik-{name}.gguf", meta, seed)
+    model = read_model(str(ik_oracle.host_path(f"ik-{name}.gguf")))
+    arch = meta["general.architecture"]
+    if architectures.kind("ik_llama.cpp", arch) != "attention" and arch not in architectures.RECURRENT_SIZED["ik_llama.cpp"]:
+        with pytest.raises(ArchitectureError, match=arch):   # loaded by ik, not sized: refused, never guessed
+            planned(model, IK_CASES[0], "ik_llama.cpp")
+        return
+    for case in IK_CASES:
+        kv, state, _ = planned(model, case, "ik_llama.cpp")
+        got = ik_oracle.sizing(f"ik-{name}.gguf", case)
+        where = f"ik_llama.cpp {name} {case}"
+        assert abs(kv / MiB - got.kv_mib) <= 0.005 + 1e-6, (where, kv / MiB, got.kv_mib)
+        # the state is the cache buffer less K and V: two rounded figures
+        assert abs(state / MiB - got.state_mib) <= 0.01 + 1e-6, (where, state / MiB, got.state_mib)

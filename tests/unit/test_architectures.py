@@ -28,7 +28,8 @@ def models(tmp_path_factory):
     for name, shape in {"qwen3next": synth.qwen3next(), "qwen35moe": synth.qwen35moe(),
                         "gpt-oss": synth.gpt_oss_120b(),
                         "unknown": synth.dense_llama(arch="llama-from-the-future"),
-                        "rwkv7": synth.dense_llama(arch="rwkv7")}.items():
+                        "rwkv7": synth.dense_llama(arch="rwkv7"),
+                        "mamba": synth.dense_llama(arch="mamba")}.items():
         out[name] = read_model(synth.write_model(str(d / f"{name}.gguf"), shape)[-1])
     return out
 
@@ -88,8 +89,20 @@ def test_an_architecture_the_fork_does_not_load_is_refused_by_name(models):
 def test_a_state_the_planner_does_not_size_is_refused_not_guessed(models):
     with pytest.raises(ArchitectureError, match=r"'rwkv7' is recurrent in llama\.cpp .*does not size its recurrent"):
         memory.layer_costs(models["rwkv7"], Settings())
-    with pytest.raises(ArchitectureError, match=r"'qwen3next' is hybrid in ik_llama\.cpp"):
-        memory.layer_costs(models["qwen3next"], Settings(fork="ik_llama.cpp"))
+    with pytest.raises(ArchitectureError, match=r"'mamba' is recurrent in ik_llama\.cpp"):
+        memory.layer_costs(models["mamba"], Settings(fork="ik_llama.cpp"))
+
+
+def test_ik_llama_cpp_keeps_qwen3next_s_state_in_its_cache_for_one_slot_unless_told(models):
+    """ik_llama.cpp's llama_kv_cache_init: K and V on the 12 attention layers, a delta-net state per
+    recurrent layer and slot (conv + head_v_dim^2 per value head, F32), its server's one slot by default."""
+    m = models["qwen3next"]
+    kv, state = split(m, Settings(fork="ik_llama.cpp", ctx=131072, cache_k="f16", cache_v="f16"))
+    assert kv == 3072 * MiB
+    assert memory.ik_state_floats(m) == 3 * (2 * 128 * 16 + 4096) + 128 * 128 * 32
+    assert state == 36 * (24576 + 524288) * 4                  # one slot: about 75 MiB
+    _, four = split(m, Settings(fork="ik_llama.cpp", ctx=131072, parallel=4))
+    assert four == 4 * state
 
 
 def test_the_lists_are_the_forks_own():
