@@ -62,6 +62,15 @@ HEADERS: dict[str, tuple[dict, tuple[str, ...]]] = {
     "gemma3": (header("gemma3", n_layer=12, attention__sliding_window=512), ()),
     "cohere2": (header("cohere2", n_layer=8, attention__sliding_window=512, logit_scale=0.25,
                        attention__layer_norm_epsilon=1e-5), ()),
+    "step35": (header("step35", n_layer=6, attention__sliding_window=512,
+                      attention__sliding_window_pattern=[True, True, False, True, True, False], rope__freq_base_swa=10000.0,
+                      swiglu_clamp_exp=7.0, swiglu_clamp_shexp=7.0, **moe()), ()),
+    "mimo2": (header("mimo2", n_layer=6, attention__sliding_window=512,
+                     attention__sliding_window_pattern=[False, True, True, True, True, False], rope__freq_base_swa=10000.0,
+                     **moe()), ()),
+    "granite_swa": (header("granite_swa", n_layer=6, attention__sliding_window=512,
+                           attention__sliding_window_pattern=[True, True, True, False, True, True], logit_scale=1.0,
+                           residual_scale=1.0, embedding_scale=1.0, attention__scale=1.0), ()),
     "llama4": (header("llama4", n_layer=8, interleave_moe_layer_step=1, expert_shared_count=1, **moe()), ()),
     # hybrids and recurrent models
     "qwen3next": (header("qwen3next", n_layer=8, head_dim=128, expert_shared_feed_forward_length=256,
@@ -82,5 +91,7 @@ HEADERS: dict[str, tuple[dict, tuple[str, ...]]] = {
     "plamo2": (header("plamo2", n_layer=4, n_head_kv=[0, 2, 0, 2], **ssm(groups=0)), ()),  # its graph asserts no groups
     "lfm2moe": (header("lfm2moe", n_layer=6, n_head_kv=[0, 0, 2, 0, 0, 2], shortconv__l_cache=3,
                        leading_dense_block_count=1, expert_gating_func=2, **moe()), ()),
+    "lfm2-swa": (header("lfm2", n_layer=6, n_head_kv=[0, 0, 2, 0, 0, 2], shortconv__l_cache=3,
+                        attention__sliding_window=512), ()),
     "lfm2": (header("lfm2", n_layer=6, n_head_kv=[0, 0, 2, 0, 0, 2], shortconv__l_cache=3), ()),
 }

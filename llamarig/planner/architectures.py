@@ -32,6 +32,15 @@ RECURRENT_SIZED = {
                             "nemotron_h_moe", "qwen3next", "qwen35", "qwen35moe", "lfm2", "lfm2moe", "plamo2"}),
     "ik_llama.cpp": frozenset({"qwen3next", "qwen35", "qwen35moe"}),
 }
+# Attention models whose cache layout the memory model does not have (llama.cpp's loaders, src/models/*.cpp):
+# refused by name, never sized as plain attention.
+ATTENTION_UNSIZED = {
+    "gemma4": "sliding-window layers with their own head widths and layers that reuse another layer's cache",
+    "gemma4-assistant": "layers that reuse the main model's cache",
+    "dots3note": "sliding-window MLA layers with their own latent ranks",
+    "deepseek4": "its compressed-attention caches",
+    "dflash": "a draft model's cache",
+}
 # Loaded by the forks but not something llama-server serves for chat (encoders, diffusion, vision towers).
 NOT_SERVED = frozenset({"clip", "bert", "nomic-bert", "nomic-bert-moe", "neo-bert", "jina-bert-v2",
                         "jina-bert-v3", "modern-bert", "t5encoder", "wavtokenizer-dec", "eurobert"})
@@ -75,6 +84,10 @@ def check(fork: str, arch: str) -> None:
     if arch in NOT_SERVED or found == "diffusion":
         raise ArchitectureError(f"the model's architecture {arch!r} ({found}) is not a model llama-server serves "
                                 f"for completions")
+    if arch in ATTENTION_UNSIZED:
+        raise ArchitectureError(f"the model's architecture {arch!r} keeps {ATTENTION_UNSIZED[arch]} in {where}: "
+                                f"llamarig's planner does not size that yet; declare the placement by hand "
+                                f"(placement: manual, with n_gpu_layers and tensor_overrides)")
     if found in ("recurrent", "hybrid") and arch not in RECURRENT_SIZED.get(fork, ()):
         raise ArchitectureError(f"the model's architecture {arch!r} is {found} in {where}: llamarig's planner does "
                                 f"not size its recurrent state yet; declare the placement by hand "

@@ -344,6 +344,9 @@ def _architecture(info: ModelInfo) -> None:
 # llama.cpp's loaders default sliding windows that a file may not state: llama4's chunked attention
 # (src/models/llama4.cpp: n_swa = 8192 unless the file says 0).
 DEFAULT_WINDOW = {"llama4": 8192}
+# hybrids whose attention layers all slide when the file gives a window (LFM2: not lfm2moe, whose loader
+# reads no window)
+SWA_ON_ATTENTION = frozenset({"lfm2"})
 
 
 def _swa_layers(info: ModelInfo) -> list[bool]:
@@ -355,6 +358,8 @@ def _swa_layers(info: ModelInfo) -> list[bool]:
     n = info.n_layer
     if not info.n_swa:
         return [False] * n
+    if info.arch in SWA_ON_ATTENTION:  # every attention layer slides (src/models/lfm2.cpp: is_swa = !is_recr)
+        return [bool(h) for h in info.n_head_kv]
     stored = info.key("attention.sliding_window_pattern")
     if isinstance(stored, list):  # per layer: true = sliding
         return [bool(v) for v in stored] + [False] * (n - len(stored))

@@ -9,6 +9,7 @@ n_embd_r/n_embd_s, llama-memory-recurrent.cpp), worked out by hand from the head
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,21 @@ def test_mamba1_layers_have_no_groups_whatever_the_file_says(tmp_path):
         k: v for k, v in meta.items() if not k.startswith("jamba.")} | {"general.architecture": "mamba2"}
     synth.write_gguf(str(path), meta2, [("token_embd.weight", (512, 4096), "F32")])
     assert memory.recurrent_row_floats(read_model(str(path))) == (3 * (1024 + 2 * 2 * 64), 64 * 1024)
+
+
+@pytest.mark.parametrize("arch", sorted(architectures.ATTENTION_UNSIZED))
+def test_a_cache_layout_the_planner_does_not_have_is_refused_by_name(tmp_path, arch):
+    model = read_model(synth.write_model(str(tmp_path / "m.gguf"), synth.dense_llama(arch=arch))[-1])
+    if architectures.kind("llama.cpp", arch) is None:
+        pytest.skip(f"{arch} is not in the pinned llama.cpp")
+    with pytest.raises(ArchitectureError, match=rf"{re.escape(arch)}.*placement: manual"):
+        memory.layer_costs(model, Settings())
+
+
+def test_lfm2_slides_every_attention_layer_when_the_file_gives_a_window(tmp_path):
+    from testbed.arch_headers import HEADERS
+    meta, _ = HEADERS["lfm2-swa"]
+    path = tmp_path / "lfm2.gguf"
+    synth.write_gguf(str(path), meta, [("token_embd.weight", (512, 4096), "F32")])
+    model = read_model(str(path))
+    assert model.swa_layers == [False, False, True, False, False, True]
