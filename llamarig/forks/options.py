@@ -63,11 +63,12 @@ _COMMON_ALIASES = {
     "-ts": "--tensor-split", "-ot": "--override-tensor", "-cmoe": "--cpu-moe", "-ncmoe": "--n-cpu-moe",
     "-ctk": "--cache-type-k", "-ctv": "--cache-type-v", "-t": "--threads", "-tb": "--threads-batch",
     "-b": "--batch-size", "-ub": "--ubatch-size", "-np": "--parallel", "-fa": "--flash-attn", "-dev": "--device",
-    "-cram": "--cache-ram",
+    "-cram": "--cache-ram", "-nkvo": "--no-kv-offload",
 }
 ALIASES = {
     "llama.cpp": {**_COMMON_ALIASES, "-fit": "--fit", "--temperature": "--temp", "-rea": "--reasoning",
-                  "-ctxcp": "--ctx-checkpoints", "--swa-checkpoints": "--ctx-checkpoints"},
+                  "-ctxcp": "--ctx-checkpoints", "--swa-checkpoints": "--ctx-checkpoints",
+                  "-kvu": "--kv-unified", "-no-kvu": "--no-kv-unified"},
     "ik_llama.cpp": {
         **_COMMON_ALIASES,
         "-ger": "--grouped-expert-routing", "-mqkv": "--merge-qkv", "-smgs": "--split-mode-graph-scheduling",

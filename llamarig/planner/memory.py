@@ -56,6 +56,8 @@ class Settings:
     flash_attn: bool = True
     mla: int = 3                     # ik_llama.cpp's -mla
     swa_full: bool = False
+    kv_unified: bool | None = None   # llama.cpp's --kv-unified / --no-kv-unified; None: unified iff slots are automatic
+    kv_offload: bool = True          # False: --no-kv-offload, the KV cache and recurrent state stay in host RAM
     cache_ram_mib: int = 8192        # llama-server's RAM prompt cache bound (--cache-ram; both forks' default)
     ctx_checkpoints: int = 32        # context checkpoints per slot (--ctx-checkpoints; both forks' default)
 
@@ -72,7 +74,7 @@ def host_caches(model: ModelInfo, s: Settings, c: "LayerCosts") -> int:
     per_seq = sum(c.state or []) // state_slots(s)
     if not s.swa_full and any(model.swa_layers):
         n, streams = cells(model, s)
-        layer_cells = min(n, pad(model.n_swa * (4 if s.parallel is None else 1) + s.ubatch, 256)) * streams
+        layer_cells = min(n, pad(model.n_swa * swa_seqs(s) + s.ubatch, 256)) * streams
         seq_cells = min(model.n_swa + s.ubatch, layer_cells)  # one sequence's window, as a checkpoint copies it
         state = c.state or [0] * len(c.kv)
         per_seq += sum((c.kv[il] - state[il]) * seq_cells // layer_cells
@@ -92,13 +94,23 @@ def skipped(model: ModelInfo) -> frozenset[str]:
     return frozenset(t.name for t in model.tensors if t.layer is not None and t.layer >= first)
 
 
+def unified(s: Settings) -> bool:
+    """Whether llama.cpp's server keeps one cache for all slots (its default only with automatic slots)."""
+    return s.kv_unified if s.kv_unified is not None else s.parallel is None
+
+
+def swa_seqs(s: Settings) -> int:
+    """Sequences one sliding-window cache holds a window for: every slot's when unified (automatic: 4)."""
+    return (s.parallel or 4) if unified(s) else 1
+
+
 def cells(model: ModelInfo, s: Settings) -> tuple[int, int]:
     """(cells per stream, streams) of the KV cache."""
     ctx = s.ctx or model.n_ctx_train
     if s.fork == "ik_llama.cpp":
         return pad(ctx, 256 if s.flash_attn else 32), 1
     ctx = pad(ctx, 256)
-    if s.parallel and s.parallel > 1:
+    if s.parallel and s.parallel > 1 and not unified(s):
         per = pad(ctx // s.parallel, 256)
         return per, s.parallel
     return ctx, 1
@@ -209,8 +221,7 @@ def kv_layer(model: ModelInfo, il: int, s: Settings, recurrent: list[bool] | Non
     if not ik and model.swa_layers[il] and not s.swa_full:
         # llama-kv-cache-iswa.cpp: n_swa * (unified ? n_seq_max : 1) + n_ubatch; the server's automatic
         # slots are 4 with a unified cache
-        seqs = 4 if s.parallel is None else 1
-        n = min(n, pad(model.n_swa * seqs + s.ubatch, 256))
+        n = min(n, pad(model.n_swa * swa_seqs(s) + s.ubatch, 256))
     heads = model.n_head_kv[il]
     if ik:  # ik: K rows are per head, so a type's row metadata (q8_KV) counts per head and cell
         k = _row(s.cache_k, model.head_dim_k) * heads
@@ -300,6 +311,11 @@ class LayerCosts:
     host_only: int       # token_embd: the input layer stays on the CPU in both forks
     expert_tensors: list[list[Tensor]]
     state: list[int] | None = None  # recurrent state per layer (included in ``kv``)
+    kv_on_host: bool = False        # --no-kv-offload: ``kv`` lives in host RAM whatever device the layer is on
+
+    def gpu_kv(self, il: int) -> int:
+        """Context memory layer ``il`` puts on its GPU."""
+        return 0 if self.kv_on_host else self.kv[il]
 
 
 def layer_costs(model: ModelInfo, s: Settings) -> LayerCosts:
@@ -333,7 +349,7 @@ def layer_costs(model: ModelInfo, s: Settings) -> LayerCosts:
     kv = [a + b for a, b in zip(attention, state)]
     compute = [layer_compute(model, il, s) if il < n - model.n_nextn else 0 for il in range(n)]
     scratch = [fa_scratch(model, il, s) if attention[il] else 0 for il in range(n)]
-    return LayerCosts(base, experts, kv, compute, scratch, output, host, exp_tensors, state)
+    return LayerCosts(base, experts, kv, compute, scratch, output, host, exp_tensors, state, not s.kv_offload)
 
 
 def ik_layer_sizes(model: ModelInfo, s: Settings, costs: LayerCosts | None = None) -> tuple[list[float], float]:
@@ -342,7 +358,7 @@ def ik_layer_sizes(model: ModelInfo, s: Settings, costs: LayerCosts | None = Non
     c = costs or layer_costs(model, s)
     n = model.n_layer
     max_compute = float(max(c.compute or [0]))
-    sizes = [float(c.base[il] + c.experts[il] + c.kv[il]) for il in range(n)]
+    sizes = [float(c.base[il] + c.experts[il] + c.gpu_kv(il)) for il in range(n)]
     sizes.append(float(c.output) + max(float(logits(model, s)) - max_compute, 0.0))
     return sizes, max_compute
 

@@ -86,13 +86,14 @@ def evaluate(model: ModelInfo, flags: Flags, gpus: list[int], ram: int | None, s
     for d in range(len(gpus)):
         name = cuda(d)
         mine = [il for il in range(n) if layers[il] == name]
-        kv = sum(c.kv[il] for il in mine)
+        kv = sum(c.gpu_kv(il) for il in mine)
         comp = memory.device_compute(model, s, c, mine, layers[n] == name, cpu_expert_layers)
         w = a.weights.get(name, 0)
         rows.append(DeviceRow(name, gpus[d] - margin, w, kv, comp, w + kv + comp))
     cpu_layers = [il for il in range(n) if layers[il] == CPU]
     host_w = a.weights.get(CPU, 0)
-    host_total = host_w + sum(c.kv[il] for il in cpu_layers) + memory.logits(model, s) + memory.host_caches(model, s, c)
+    host_kv = sum(c.kv) if c.kv_on_host else sum(c.kv[il] for il in cpu_layers)
+    host_total = host_w + host_kv + memory.logits(model, s) + memory.host_caches(model, s, c)
     if cpu_layers:
         host_total += max(c.compute[il] for il in cpu_layers)
     return _finish(rows, host_w, host_total, ram, host_margin, flags, layers, s.fork)
@@ -177,7 +178,7 @@ def plan(model: ModelInfo, gpus: list[int], ram: int | None, s: Settings,
     logit = memory.logits(model, s)
     out_compute = max(cmax + smax, logit) if s.fork == "ik_llama.cpp" else cmax + smax + logit
     ik = s.fork == "ik_llama.cpp"
-    light = [c.base[il] + c.kv[il] for il in range(n)]
+    light = [c.base[il] + c.gpu_kv(il) for il in range(n)]
     copy = 0
     for _attempt in range(4):
         result = _place(model, s, c, budgets, light, cmax + smax + copy, out_compute + copy, ik)
@@ -269,7 +270,7 @@ def _bookkeeping(model, s, c, layers, gpu_experts, gpus, margin) -> list[tuple[i
         mine = [il for il in range(n) if layers[il] == name]
         w = sum(c.base[il] for il in mine) + sum(c.experts[il] for il, dd in gpu_experts.items() if dd == d)
         w += c.output if layers[n] == name else 0
-        out.append((w, sum(c.kv[il] for il in mine)))
+        out.append((w, sum(c.gpu_kv(il) for il in mine)))
     return out
 
 

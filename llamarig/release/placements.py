@@ -31,7 +31,8 @@ forks take ``--ctx-size 0``; slots, the server's automatic ones."""
 
 def settings(doc: dict, service: dict, model: ModelInfo | None = None) -> Settings:
     """The memory-relevant settings a service runs with: its typed keys, the flags among its extra_args
-    that change memory (``--swa-full``, ``--cache-ram``, ``--ctx-checkpoints``), else the fork's defaults."""
+    that change memory (``--swa-full``, ``--kv-unified``/``--no-kv-unified``, ``--no-kv-offload``,
+    ``--cache-ram``, ``--ctx-checkpoints``), else the fork's defaults."""
     ctx = service["ctx_size"] or (model.n_ctx_train if model else 4096)
     extra_args = list(service.get("extra_args") or [])
     extra = {canonical(doc["build_fork"], a.split("=", 1)[0]) for a in extra_args}
@@ -42,9 +43,21 @@ def settings(doc: dict, service: dict, model: ModelInfo | None = None) -> Settin
                     flash_attn=service["flash_attn"] != "off" if service["flash_attn"] else FORK_DEFAULTS["flash_attn"],
                     mla=FORK_DEFAULTS["mla"] if service.get("mla_use") is None else service["mla_use"],
                     swa_full="--swa-full" in extra or FORK_DEFAULTS["swa_full"],
+                    kv_unified=_last_switch(doc["build_fork"], extra_args, "--kv-unified", "--no-kv-unified"),
+                    kv_offload="--no-kv-offload" not in extra,
                     cache_ram_mib=_int_arg(doc["build_fork"], extra_args, "--cache-ram", FORK_DEFAULTS["cache_ram_mib"]),
                     ctx_checkpoints=_int_arg(doc["build_fork"], extra_args, "--ctx-checkpoints",
                                              FORK_DEFAULTS["ctx_checkpoints"]))
+
+
+def _last_switch(fork: str, args: list[str], on: str, off: str) -> bool | None:
+    """True or False by the last of ``on``/``off`` (any spelling) among extra_args; None when neither is there."""
+    value = None
+    for word in args:
+        name = canonical(fork, word.split("=", 1)[0])
+        if name in (on, off):
+            value = name == on
+    return value
 
 
 def _int_arg(fork: str, args: list[str], flag: str, default: int) -> int:

@@ -27,6 +27,7 @@ CASES = [
     Case(ctx=131072, seqs=1, cache_k="q4_0", cache_v="q4_0", ubatch=4096, batch=4096),
     Case(ctx=8192, seqs=4),                                     # four slots, a cache each
     Case(ctx=16384, seqs=4, kv_unified=True),                   # llama-server's automatic slots
+    Case(ctx=16384, seqs=2, kv_unified=True),                   # two slots, --kv-unified
     Case(ctx=8192, seqs=2, swa_full=True, ubatch=1024),
     Case(ctx=12000, seqs=3, cache_k="q8_0", cache_v="q8_0"),  # padding
     Case(ctx=6000, seqs=1, flash_attn=False),
@@ -52,7 +53,8 @@ def settings(case: Case, fork: str = "llama.cpp") -> Settings:
                         ubatch=case.ubatch, flash_attn=case.flash_attn, mla=case.mla)
     auto = case.kv_unified and case.seqs == 4
     return Settings(ctx=case.ctx, parallel=None if auto else case.seqs, cache_k=case.cache_k, cache_v=case.cache_v,
-                    ubatch=case.ubatch, flash_attn=case.flash_attn, swa_full=case.swa_full)
+                    ubatch=case.ubatch, flash_attn=case.flash_attn, swa_full=case.swa_full,
+                    kv_unified=True if case.kv_unified and not auto else None)
 
 
 def planned(model, case: Case, fork: str = "llama.cpp") -> tuple[int, int, int]:

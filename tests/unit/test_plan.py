@@ -217,3 +217,17 @@ def test_cli_json_and_exit_status(models, tmp_path):
     assert r.returncode == 2 and "GiB per GPU" in r.stderr and "Traceback" not in r.stderr
     r = _cli(str(tmp_path / "none.gguf"), "--gpus", "24")
     assert r.returncode == 2 and "No such file" in r.stderr
+
+
+def test_no_kv_offload_books_the_cache_in_host_ram(models):
+    """--no-kv-offload keeps every layer's KV cache in RAM: the GPUs' rows carry none of it, the host all."""
+    model = models["glm47"]
+    on = Settings(ctx=65536, cache_k="q8_0", cache_v="q8_0")
+    off = Settings(ctx=65536, cache_k="q8_0", cache_v="q8_0", kv_offload=False)
+    p_on = plan(model, [24 * GiB] * 6, 256 * GiB, on)
+    flags = p_on.flags
+    a, b = evaluate(model, flags, [24 * GiB] * 6, 256 * GiB, on), evaluate(model, flags, [24 * GiB] * 6, 256 * GiB, off)
+    kv = sum(memory.layer_costs(model, on).kv)
+    assert sum(r.kv for r in a.devices) == kv > 0 and sum(r.kv for r in b.devices) == 0
+    assert b.host["total"] - a.host["total"] == kv
+    assert [r.weights for r in a.devices] == [r.weights for r in b.devices]

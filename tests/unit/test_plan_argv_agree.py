@@ -8,6 +8,7 @@ import itertools
 import pytest
 
 from llamarig.hostdata.validate import validate_host
+from llamarig.planner import memory
 from llamarig.release.flags import server_args
 from llamarig.release.placements import FORK_DEFAULTS, settings
 
@@ -21,8 +22,9 @@ DECLARED = {
     "flash_attn": [None, "on", "off"],
     "cache_type_k": [None, "q8_0"],
     "ctx_size": [None, 8192],
-    "extra_args": [[], ["--swa-full"]],
+    "extra_args": [[], ["--swa-full"], ["-kvu"], ["--kv-unified", "--no-kv-unified"], ["-nkvo"]],
 }
+LLAMA_ONLY = ("--swa-full", "-kvu", "--kv-unified")
 
 
 class _Model:
@@ -39,8 +41,8 @@ def test_every_planned_setting_is_an_argument_or_the_forks_default(fork):
     for values in itertools.product(*DECLARED.values()):
         svc = {"name": "chat", "model": "gemma", "port": 8080} | {k: v for k, v in zip(DECLARED, values)
                                                                  if v not in (None, [])}
-        if fork == "ik_llama.cpp" and "--swa-full" in svc.get("extra_args", []):
-            continue  # ik_llama.cpp has no --swa-full
+        if fork == "ik_llama.cpp" and set(LLAMA_ONLY) & set(svc.get("extra_args", [])):
+            continue  # ik_llama.cpp has no --swa-full and no --kv-unified
         doc, problems = validate_host("r1", rig(build_fork=fork, services=[svc]))
         assert problems == [], problems
         service = doc["services"][0]
@@ -54,5 +56,10 @@ def test_every_planned_setting_is_an_argument_or_the_forks_default(fork):
         assert s.cache_v == (_value(argv, "--cache-type-v") or FORK_DEFAULTS["cache"])
         assert s.ctx == int(_value(argv, "--ctx-size") or TRAINED)
         assert s.swa_full == ("--swa-full" in argv)
+        # the last of --kv-unified / --no-kv-unified wins; neither: unified exactly when slots are automatic
+        switches = [w for w in argv if w in ("-kvu", "--kv-unified", "--no-kv-unified")]
+        want_unified = (switches[-1] != "--no-kv-unified") if switches else "--parallel" not in argv
+        assert memory.unified(s) == want_unified, (argv, s)
+        assert s.kv_offload == ("-nkvo" not in argv and "--no-kv-offload" not in argv)
         checked += 1
     assert checked >= 100
