@@ -13,6 +13,6 @@ deployment = current()
 power.apply(deployment)
 built = build.apply(deployment)
 fetched = models.apply(deployment)
-units = services.apply(deployment, built, model_ops=fetched)
-verify.apply(deployment, units)
+units, restarted = services.apply(deployment, built, model_ops=fetched)
+verify.apply(deployment, units, restarted)
 models.prune(deployment)  # only once every service answered: until then the old revision is the rollback

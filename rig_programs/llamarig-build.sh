@@ -19,6 +19,35 @@ esac
 
 log() { echo "llamarig-build: $*" >&2; }
 
+elapsed() { local s=$(( $(date +%s) - $1 )); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
+
+# One line every LLAMARIG_PROGRESS_S seconds (10) while the build runs, and one when it ends: how far
+# the build tool says it is (ninja's [done/total], make's [ NN%] and the objects compiled so far), and for
+# how long. The deploy shows them as they come, with the rig's name.
+watch_build() {
+    local pid=$1 buildlog=$2 every=${LLAMARIG_PROGRESS_S:-10} started n=0 rc=0
+    started=$(date +%s)
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 1
+        n=$((n + 1))
+        [ $((n % every)) -eq 0 ] && echo "llamarig-build: $targets: $(build_progress "$buildlog"), $(elapsed "$started")"
+    done
+    wait "$pid" || rc=$?
+    [ "$rc" -eq 0 ] && echo "llamarig-build: $targets: $(build_progress "$buildlog"), built in $(elapsed "$started")"
+    return "$rc"
+}
+
+build_progress() {
+    local marker objects
+    marker=$(tail -c 20000 "$1" 2>/dev/null | grep -oE '^\[ *[0-9]+%\]|^\[[0-9]+/[0-9]+\]' | tail -n 1 | tr -d '[] ')
+    objects=$(grep -c -E 'Building (C|CXX|CUDA) object|Building (C|CXX|CUDA) ' "$1" 2>/dev/null || true)
+    case "$marker" in
+        */*) echo "step ${marker%/*} of ${marker#*/} ($(( ${marker%/*} * 100 / ${marker#*/} ))%)" ;;
+        *%) echo "${marker} done, ${objects:-0} objects compiled" ;;
+        *) echo "starting" ;;
+    esac
+}
+
 build() {
     if [ -f "$prefix/$record_name" ]; then
         log "$prefix is already complete"
@@ -44,7 +73,8 @@ build() {
     cmake -S "$work" -B "$builddir" "$@" > "$builddir.configure.log" 2>&1 || { tail -n 40 "$builddir.configure.log" >&2; exit 1; }
     log "building $targets with $jobs jobs"
     # shellcheck disable=SC2086
-    cmake --build "$builddir" --config Release -j "$jobs" --target $targets > "$builddir.build.log" 2>&1 || { tail -n 60 "$builddir.build.log" >&2; exit 1; }
+    cmake --build "$builddir" --config Release -j "$jobs" --target $targets > "$builddir.build.log" 2>&1 &
+    watch_build $! "$builddir.build.log" || { tail -n 60 "$builddir.build.log" >&2; exit 1; }
     rm -rf "$prefix.tmp"
     mkdir -p "$prefix.tmp/bin"
     for t in $targets; do

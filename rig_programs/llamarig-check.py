@@ -39,6 +39,14 @@ import urllib.error
 import urllib.request
 
 HTTP_TIMEOUT_S = 10
+UNIT_DIR = os.environ.get("LLAMARIG_UNIT_DIR", "/etc/systemd/system")  # overridden by the program's tests
+
+
+def progress_every():
+    try:
+        return max(1, int(os.environ.get("LLAMARIG_PROGRESS_S", "10")))
+    except ValueError:
+        return 10
 START_GRACE_S = 5  # "failed" or "inactive" this long after the wait began: it is not coming up
 JOURNAL_LINES = 40
 JOURNAL_CHARS = 6000
@@ -53,14 +61,16 @@ class Stop(Exception):
 
 
 class Checker:
-    def __init__(self, expect, wait=False, inference=False, exposure=False):
+    def __init__(self, expect, wait=False, inference=False, exposure=False, record=None, progress=False):
         self.expect = dict(DEFAULTS, **expect)
         self.unit = self.expect["unit"]
         self.url = self.expect["url"].rstrip("/")
         self.wait, self.inference, self.exposure = wait, inference, exposure
+        self.record, self.progress = record, progress
         self.key = ""
         self.checks = []
         self.extra = {"live_n_ctx": None, "live_slots": None, "answer": None, "completion_tokens": None}
+        self.expect_given = expect
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -136,7 +146,13 @@ class Checker:
         start = time.monotonic()
         deadline = start + timeout
         last = "no answer"
+        every = progress_every()
+        said = start
         while True:  # in --wait mode a failed check raises Stop: each failing branch ends the wait
+            if self.progress and time.monotonic() - said >= every:
+                said = time.monotonic()
+                print(f"waiting for {self.unit} to answer /health at {self.url}: {last} "
+                      f"({int(said - start)} s of {timeout} s)", flush=True)
             state = self.unit_state()
             if state == "auto-restart":
                 self.unit_check(state, f"{self.unit} exited while starting (systemd is waiting to restart it)")
@@ -274,8 +290,11 @@ class Checker:
             healthy = self.ready()
             if healthy:
                 self.props_checks()
-                if self.inference:
+                answered = self.answered_before()
+                if self.inference and not answered:
                     self.completion_check()
+                elif self.inference:
+                    self.extra["answered_before"] = answered
             if self.exposure:
                 self.exposure_check()
         except Stop:
@@ -284,6 +303,32 @@ class Checker:
             self.checks.append({"check": "checker", "grade": "live", "ok": False, "value": None, "expected": None,
                                 "detail": f"the check itself failed: {self.describe(exc)}"})
         return self.verdict()
+
+    def answered_before(self):
+        """Why a completion need not be asked again (None when it must): the record of the last unit that
+        answered (``--record``) is this unit's text and expectation, and the service has not started since."""
+        if not self.record:
+            return None
+        try:
+            with open(self.record) as handle:
+                record = json.load(handle)
+            with open(os.path.join(UNIT_DIR, self.unit)) as handle:
+                text = handle.read()
+            recorded_at = os.stat(self.record).st_mtime
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("text") != text or record.get("expect") != self.expect_given:
+            return None
+        try:
+            out = subprocess.run(["systemctl", "show", "-p", "ActiveEnterTimestamp", "--timestamp=unix", self.unit],
+                                 capture_output=True, text=True, timeout=30).stdout.strip()
+            started = float(out.split("=", 1)[1].lstrip("@"))
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+            return None
+        if started >= recorded_at:
+            return None
+        return (f"answered a completion at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(recorded_at))}, "
+                f"unit and service unchanged since")
 
     def verdict(self):
         failed = [c for c in self.checks if not c["ok"]]
@@ -312,10 +357,11 @@ def failed_verdict(unit, why):
             "live_n_ctx": None, "live_slots": None, "answer": None, "completion_tokens": None}
 
 
-def check(expect, wait=False, inference=False, exposure=False, with_journal=False):
+def check(expect, wait=False, inference=False, exposure=False, with_journal=False, record=None, progress=False):
     """The verdict (a dict) on the service ``expect`` describes; never raises."""
     try:
-        checker = Checker(expect, wait=wait, inference=inference, exposure=exposure)
+        checker = Checker(expect, wait=wait, inference=inference, exposure=exposure, record=record,
+                          progress=progress)
     except Exception as exc:  # noqa: BLE001 - a bad expectation is a failed verdict too
         unit = expect.get("unit") if isinstance(expect, dict) else None
         return failed_verdict(unit, f"bad expectation: {type(exc).__name__}: {exc}")
@@ -419,6 +465,10 @@ def main(argv=None):
     parser.add_argument("--inference", action="store_true", help="also ask for one chat completion")
     parser.add_argument("--exposure", action="store_true", help="also measure systemd-analyze security's exposure")
     parser.add_argument("--journal", action="store_true", help="include the unit's journal tail on failure")
+    parser.add_argument("--record", metavar="FILE", help="with --inference: the record of the last unit that answered; "
+                        "when it is this unit and expectation and the service has not started since, no completion")
+    parser.add_argument("--wait-ready", action="store_true",
+                        help="only wait for the unit and /health, saying every few seconds what it waits for; exit 0")
     parser.add_argument("--rollback", metavar="RECORD", help="restore the last unit that answered, restart, check it")
     parser.add_argument("--unit-dir", metavar="DIR", help="where unit files live (with --rollback)")
     args = parser.parse_args(argv)
@@ -439,8 +489,13 @@ def main(argv=None):
     except (OSError, ValueError) as exc:
         result = failed_verdict(None, f"bad expectation: {type(exc).__name__}: {exc}")
     else:
+        if args.wait_ready:
+            ready = check(expect, wait=True, progress=True)
+            print(f"{expect.get('unit')}: " + ("answers /health" if ready["ok"] else ready.get("error", "not ready")),
+                  flush=True)
+            return 0
         result = check(expect, wait=args.wait, inference=args.inference, exposure=args.exposure,
-                       with_journal=args.journal)
+                       with_journal=args.journal, record=args.record)
     print(json.dumps(result), flush=True)
     return 0
 

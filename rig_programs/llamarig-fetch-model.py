@@ -25,13 +25,49 @@ and also runs inline (python3 -c "$SOURCE" --state DIR --manifest NAME).
 """
 
 import argparse
+import glob
 import hashlib
 import json
 import os
 import stat
 import sys
+import threading
+import time
 
 STAGING = ".staging"
+
+
+def human(n):
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+class Progress(threading.Thread):
+    """A line every LLAMARIG_PROGRESS_S seconds (10) while one file downloads: this file's bytes of its size,
+    the rate, the time left, and the whole download's bytes. huggingface_hub writes the file being fetched
+    as STAGING/.cache/huggingface/download/**/*.incomplete (resumed from there after a cut-off run)."""
+
+    def __init__(self, staging, path, size, done_before, total):
+        super().__init__(daemon=True)
+        self.staging, self.path, self.size, self.done_before, self.total = staging, path, size, done_before, total
+        self.every = int(os.environ.get("LLAMARIG_PROGRESS_S", "10") or 10)
+        self.stop = threading.Event()
+        self.kept = self.current()
+
+    def current(self):
+        parts = glob.glob(os.path.join(self.staging, ".cache", "huggingface", "download", "**", "*.incomplete"),
+                          recursive=True)
+        sizes = [(os.path.getmtime(p), os.path.getsize(p)) for p in parts if os.path.exists(p)]
+        return max(sizes)[1] if sizes else 0
+
+    def run(self):
+        started, start_bytes = time.monotonic(), self.kept
+        while not self.stop.wait(self.every):
+            got = self.current()
+            rate = (got - start_bytes) / max(time.monotonic() - started, 1e-6)
+            left = f", {int((self.size - got) / rate)} s left" if rate > 0 else ""
+            print(f"fetching {self.path}: {human(got)} of {human(self.size)} ({100 * got // max(self.size, 1)}%), "
+                  f"{rate / 1e6:.1f} MB/s{left}; all files: {human(self.done_before + got)} of {human(self.total)}",
+                  flush=True)
 
 
 def sha256_of(path):
@@ -182,12 +218,24 @@ def main():
 
     if todo:
         from huggingface_hub import hf_hub_download
+    done_bytes = 0
     for path in todo:
         want = files[path]
         final = os.path.join(args.dest, path)
-        print(f"fetching {path} ({want['size']} bytes)", flush=True)
-        got = hf_hub_download(repo_id=args.repo, filename=path, revision=args.commit,
-                              local_dir=staging, token=token)
+        progress = Progress(staging, path, want["size"], done_bytes, need)
+        kept = f", {human(progress.kept)} kept from a cut-off run" if progress.kept else ""
+        print(f"fetching {path} ({want['size']} bytes, {human(want['size'])}{kept})", flush=True)
+        started = time.monotonic()
+        progress.start()
+        try:
+            got = hf_hub_download(repo_id=args.repo, filename=path, revision=args.commit,
+                                  local_dir=staging, token=token)
+        finally:
+            progress.stop.set()
+        took = time.monotonic() - started
+        print(f"fetched {path}: {human(want['size'])} in {took:.0f} s "
+              f"({(want['size'] - progress.kept) / max(took, 1e-6) / 1e6:.1f} MB/s)", flush=True)
+        done_bytes += want["size"]
         size = os.path.getsize(got)
         if size != want["size"]:
             sys.exit(f"llamarig: {path}: {size} bytes downloaded, the Hub says {want['size']}")

@@ -7,7 +7,7 @@ import shlex
 from dataclasses import dataclass
 
 from pyinfra import host
-from pyinfra.api import FactBase, StringCommand, deploy, operation
+from pyinfra.api import FactBase, deploy, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files
 
@@ -15,7 +15,7 @@ from llamarig import layout, programs
 from llamarig.release.build import build_words
 
 from . import rig_programs
-from .util import quote_all
+from .util import LiveCommand, progress_env, quote_all
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def llama_build(plan: dict, jobs: int | None, ccache_dir: str | None, script: st
         host.noop(f"{plan['prefix']} is already built")
         return
     env = f"CCACHE_DIR={shlex.quote(ccache_dir)} " if ccache_dir else ""
-    yield StringCommand(env + quote_all(build_words(plan, script, jobs)))
+    yield LiveCommand(progress_env() + env + quote_all(build_words(plan, script, jobs)))
 
 
 @deploy("Build")

@@ -7,7 +7,7 @@ import shlex
 
 from packaging.requirements import Requirement
 from pyinfra import host
-from pyinfra.api import FactBase, StringCommand, deploy, operation
+from pyinfra.api import FactBase, deploy, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files, server
 
@@ -17,7 +17,7 @@ from llamarig.release.model_files import expected_files, is_complete
 
 from . import rig_programs
 from .root_files import secret_file
-from .util import quote_all
+from .util import LiveCommand, progress_env, quote_all
 
 
 class PythonPackageVersion(FactBase):
@@ -84,7 +84,7 @@ def hub_model(model: ResolvedModel, dest: str, python: str, script: str, endpoin
     if token_file:
         words += ["--token-file", token_file]
     env = f"HF_ENDPOINT={shlex.quote(endpoint)} HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_PROGRESS_BARS=1 "
-    yield StringCommand(env + quote_all(words))
+    yield LiveCommand(progress_env() + env + quote_all(words))
 
 
 @deploy("Models")

@@ -136,6 +136,7 @@ def apply(deployment, built, model_ops=None):
         systemd.daemon_reload(name="systemd daemon-reload", _if=any_changed(*every))
 
     build_ops = built.ops if built else ()
+    restarted = {}
     for svc in doc["services"]:
         unit = layout.unit_name(svc["name"])
         triggers = [put[unit], *build_ops]
@@ -144,8 +145,9 @@ def apply(deployment, built, model_ops=None):
         if svc["model"] in model_ops:
             triggers.append(model_ops[svc["model"]])
         # reset-failed first: a unit that hit its start limit (say, yesterday's bad model) refuses a plain restart.
-        server.shell(name=f"Restart {unit} (unit, binary or model changed)",
-                     commands=[f"systemctl reset-failed {unit} 2>/dev/null || true; systemctl restart {unit}"],
-                     _if=any_changed(*triggers))
+        restarted[unit] = server.shell(
+            name=f"Restart {unit} (unit, binary or model changed)",
+            commands=[f"systemctl reset-failed {unit} 2>/dev/null || true; systemctl restart {unit}"],
+            _if=any_changed(*triggers))
         systemd.service(name=f"Run {unit}", service=unit, running=True, enabled=True)
-    return release.units
+    return release.units, restarted

@@ -15,6 +15,7 @@ back, restarted and checked, so yesterday's service keeps answering.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 
 import click
@@ -22,17 +23,25 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, StringCommand, deploy, operation
 
 from llamarig import layout, programs
+from llamarig.release.expect import answer_text
 
 from . import rig_programs
 from .root_files import secret_file
-from .util import executing, quote_all
+
+from .util import LiveCommand, executing, progress_env, quote_all
+
+
+FULL_CHECK_ENV = "LLAMARIG_FULL_CHECK"
 
 
 class ServiceCheck(FactBase):
-    """The verdict of llamarig-check.py for one service (a dict), waiting for it to start."""
+    """The verdict of llamarig-check.py for one service (a dict), waiting for it to start. With ``record``
+    (the known-good record of the unit), a service that answered a completion as it runs now, and has not
+    started since, is checked on /health and /props only."""
 
-    def command(self, script, expect_file):
-        return quote_all(["python3", script, "--expect", expect_file, "--wait", "--inference", "--journal"])
+    def command(self, script, expect_file, record=None):
+        words = ["python3", script, "--expect", expect_file, "--wait", "--inference", "--journal"]
+        return quote_all(words + (["--record", record] if record else []))
 
     @staticmethod
     def default():
@@ -75,11 +84,14 @@ def service_answers(unit: str, unit_text: str, expect: dict, script: str):
     if not executing():
         host.noop(f"{unit} is checked live while the deploy executes")
         return
-    verdict = host.get_fact(ServiceCheck, script=script, expect_file=layout.expectation_file(unit))
     record = layout.known_good_record(unit)
+    quick = None if os.environ.get(FULL_CHECK_ENV) else record
+    verdict = host.get_fact(ServiceCheck, script=script, expect_file=layout.expectation_file(unit), record=quick)
     if verdict.get("ok"):
+        said = (f"answered before ({verdict['answered_before']})" if verdict.get("answered_before")
+                else f"answers: {answer_text(verdict.get('answer'))!r}")
         logger.info(f"{host.print_prefix}{click.style(unit, bold=True)} [live] healthy, n_ctx "
-                    f"{verdict.get('live_n_ctx')} x {verdict.get('live_slots')} slot(s); answer: {verdict.get('answer')!r}")
+                    f"{verdict.get('live_n_ctx')} x {verdict.get('live_slots')} slot(s); {said}")
         # root-only like a secret: the unit names its API key's credential file
         yield from secret_file._inner(path=record, secret=known_good(unit, unit_text, expect))
         return
@@ -89,8 +101,34 @@ def service_answers(unit: str, unit_text: str, expect: dict, script: str):
     yield StringCommand(f"echo {shlex.quote(message)} >&2; {quote_all(words)}; exit 1")
 
 
+@operation()
+def service_ready(unit: str, expect_file: str, script: str):
+    """
+    Wait for a just restarted service to answer /health, saying every few seconds what it waits for
+    (a 100 GB model takes minutes to load). Yields only while executing; the verdict is service_answers'.
+
+    + unit: the unit's file name
+    + expect_file: its check's expectation on the rig
+    + script: path of the installed llamarig-check.py
+
+    **Example:**
+
+    .. code:: python
+
+        service_ready(name="Wait", unit="llamarig-glm.service", expect_file="/etc/llamarig/expect/...",
+                      script="/opt/llamarig/libexec/llamarig-check.py", _if=restart.did_change)
+    """
+    if not executing():
+        host.noop(f"{unit} is waited for while the deploy executes")
+        return
+    yield LiveCommand(progress_env() + quote_all(["python3", script, "--expect", expect_file, "--wait-ready"]))
+
+
 @deploy("Verify")
-def apply(deployment, units):
+def apply(deployment, units, restarted=None):
     script = rig_programs.install(deployment.doc, programs.CHECK)
     for name, u in units.items():
+        if restarted and name in restarted:
+            service_ready(name=f"Wait for {name} to load", unit=name, expect_file=layout.expectation_file(name),
+                          script=script, _if=restarted[name].did_change)
         service_answers(name=f"Verify {name}", unit=name, unit_text=u.text, expect=u.expect, script=script)

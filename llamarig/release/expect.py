@@ -48,3 +48,17 @@ def expectation(doc: dict, svc: dict, model) -> dict:
         "max_tokens": doc["verify_max_tokens"],
         "props": props,
     }
+
+
+# Where a model's answer stops being its answer: chat-template markers a base model writes on (ChatML,
+# Gemma, Llama 3, GLM, DeepSeek) and the first line break.
+_ANSWER_END = re.compile(r"<\|im_end\|>|<\|im_start\|>|<end_of_turn>|<start_of_turn>|<\|eot_id\|>|"
+                         r"<\|start_header_id\|>|<\|user\|>|<\|endoftext\|>|<｜end▁of▁sentence｜>|</s>|\n")
+
+
+def answer_text(answer, limit: int = 120) -> str:
+    """A check's answer as a person reads it: up to the first template marker or line break, spaces
+    collapsed, at most ``limit`` characters."""
+    text = _ANSWER_END.split(str(answer or "").strip(), 1)[0]
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -60,6 +61,15 @@ def test_first_deploy_serves_both_rigs(bed):
     # The verify step reported the live context it saw, as a live fact.
     for n_ctx in (4096, 1024, 2048):
         assert f"[live] healthy, n_ctx {n_ctx}" in run.stderr
+    # Long steps said how far they were as they ran, each line with its rig's name (pyinfra's live output):
+    # the build's steps and time, each file's bytes and rate, and the wait for /health.
+    err = run.stderr
+    assert re.search(r"\[rig\d\] llamarig-build: llama-server[^\n]*(% done, \d+ objects compiled|step \d+ of \d+)"
+                     r"[^\n]*built in \d+m\d\ds", err), err[-3000:]
+    assert re.search(r"\[rig\d\] fetching Q4_K_M/\S+ \(\d+ bytes, [\d.]+ MiB\)", err), err[-3000:]
+    assert re.search(r"\[rig\d\] fetched Q4_K_M/\S+: [\d.]+ MiB in \d+ s \([\d.]+ MB/s\)", err), err[-3000:]
+    for rig in ("rig1", "rig2"):
+        assert f"[{rig}] llamarig-chat.service: answers /health" in err, err[-3000:]
     # Power: limits per GPU (rig1, from group data) and per rig (rig2), set and kept by the stand-in nvidia-smi.
     q = "nvidia-smi --query-gpu=power.limit,persistence_mode --format=csv,noheader,nounits"
     assert bed.ssh("rig1", q).split("\n")[:3] == ["300.00, Enabled", "250.00, Enabled", "350.00, Enabled"]
@@ -92,6 +102,8 @@ def test_second_deploy_changes_nothing(bed):
     assert len(resolve_requests(bed)) == downloads_before  # nothing downloaded again
     assert bed.ssh("rig1", "stat -c %Y /opt/llamarig/builds/*/bin/llama-server") == prefix_mtime  # nothing rebuilt
     assert {rig: bed.main_pid(rig) for rig in ("rig1", "rig2")} == pids  # nothing restarted
+    # nothing changed: /health and /props only, no completion asked of any service
+    assert run.stderr.count("answered before (answered a completion at") == 3, run.stderr[-3000:]
     print(f"no-change re-deploy of two rigs: {took:.0f} s")
 
 

@@ -32,7 +32,7 @@ def env_with_path(bindir: Path, **extra: str) -> dict:
 SYSTEMCTL = """#!/bin/sh
 printf '%s\\n' "$*" >> "$FAKE_RIG/systemctl.log"
 case "$1" in
-    show) cat "$FAKE_RIG/state" ;;
+    show) if [ "$3" = ActiveEnterTimestamp ]; then cat "$FAKE_RIG/active_since" 2>/dev/null; else cat "$FAKE_RIG/state"; fi ;;
     restart) printf 'active\\nrunning\\n' > "$FAKE_RIG/state" ;;
 esac
 exit 0

@@ -463,3 +463,52 @@ def test_rollback_reads_a_record_of_the_release_before_expectations(rig, tmp_pat
     r = rollback(rig, record, unit_dir)
     assert r.returncode == 1 and (unit_dir / UNIT).read_text() == OLD_UNIT
     assert f"it answers again at {server.url}" in r.stderr and "/v1/chat/completions" in server.paths("POST")
+
+
+# --- a service that answered as it runs now is not asked again (a no-change deploy) ------------
+
+def _answered(rig, tmp_path, expect, unit_text="[Service]\nExecStart=/x\n", started_ago=600, record_text=None):
+    units = tmp_path / "units"
+    units.mkdir(exist_ok=True)
+    (units / UNIT).write_text(unit_text)
+    record = tmp_path / "known-good.json"
+    record.write_text(json.dumps({"unit": UNIT, "text": record_text or unit_text, "expect": expect}))
+    (rig.dir / "active_since").write_text(f"ActiveEnterTimestamp=@{int(time.time()) - started_ago}\n")
+    rig.env["LLAMARIG_UNIT_DIR"] = str(units)
+    return record
+
+
+def test_a_service_that_answered_as_it_runs_is_checked_on_health_and_props_only(rig, server, tmp_path):
+    expect = expectation(server.url, props={"n_ctx": 4096})
+    record = _answered(rig, tmp_path, expect)
+    verdict, _ = run(rig, expect, "--wait", "--inference", "--record", str(record))
+    assert verdict["ok"] is True, verdict
+    assert "unchanged since" in verdict["answered_before"]
+    assert [c["check"] for c in verdict["checks"]] == ["unit", "health", "n_ctx"]
+    assert [s for s in server.seen if s.method == "POST"] == []     # no completion sent
+    assert {s.path for s in server.seen} == {"/health", "/props"}
+
+
+@pytest.mark.parametrize("why", ["restarted since", "another unit", "another expectation", "no record"])
+def test_a_service_that_changed_or_restarted_is_asked_for_a_completion(rig, server, tmp_path, why):
+    expect = expectation(server.url)
+    record = _answered(rig, tmp_path, expect if why != "another expectation" else dict(expect, max_tokens=7),
+                       started_ago=-5 if why == "restarted since" else 600,
+                       record_text="[Service]\nExecStart=/old\n" if why == "another unit" else None)
+    if why == "no record":
+        record.unlink()
+    verdict, _ = run(rig, expect, "--wait", "--inference", "--record", str(record))
+    assert verdict["ok"] is True and "answered_before" not in verdict, verdict
+    assert [s.path for s in server.seen if s.method == "POST"] == ["/v1/chat/completions"]
+
+
+def test_wait_ready_says_what_it_waits_for_and_exits_0(rig):
+    with FakeLlamaServer(health=[503] * 3 + [200]) as server:
+        rig.env["LLAMARIG_PROGRESS_S"] = "1"
+        r = subprocess.run([sys.executable, str(SCRIPT), "--expect-json", json.dumps(expectation(server.url)),
+                            "--wait-ready"], capture_output=True, text=True, env=rig.env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert any(line.startswith(f"waiting for {UNIT} to answer /health at {server.url}:") and "of 30 s)" in line
+               for line in lines), lines
+    assert lines[-1] == f"{UNIT}: answers /health"

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,7 @@ def test_a_cut_off_download_keeps_what_finished(hub, tmp_path):
 # unimportable: the --state mode must need the standard library only.
 NO_HUB = """\
 import sys
+import time
 sys.modules["huggingface_hub"] = None
 source = sys.argv.pop(1)
 exec(compile(source, "<llamarig-fetch-model>", "exec"), {"__name__": "__main__"})
@@ -240,3 +242,28 @@ def test_a_download_whose_sha256_differs_from_the_hubs_is_refused_and_not_put_in
     assert not (dest / bad).exists()
     manifest = json.loads((dest / MANIFEST).read_text())
     assert bad not in manifest["files"]
+
+
+def test_a_download_says_how_far_it_is_every_few_seconds(tmp_path, monkeypatch, capsys):
+    """The progress line of a file being fetched: its bytes of its size, the rate, the time left and the
+    whole download's bytes, read from the .incomplete file huggingface_hub writes (and resumes from)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fetch_model", program("llamarig-fetch-model.py"))
+    fetch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fetch)
+    part = tmp_path / ".cache" / "huggingface" / "download" / "Q4" / "abc.etag.incomplete"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"x" * (3 << 20))                    # 3 MiB kept from a cut-off run
+    monkeypatch.setenv("LLAMARIG_PROGRESS_S", "1")
+    p = fetch.Progress(str(tmp_path), "Q4/a.gguf", 10 << 20, 5 << 20, 40 << 20)
+    assert p.kept == 3 << 20
+    p.start()
+    time.sleep(0.5)
+    with part.open("ab") as f:
+        f.write(b"x" * (2 << 20))
+    time.sleep(1.2)
+    p.stop.set()
+    p.join(5)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and lines[0].startswith("fetching Q4/a.gguf: 5.0 MiB of 10.0 MiB (50%), "), lines
+    assert " MB/s, " in lines[0] and " s left; all files: 10.0 MiB of 40.0 MiB" in lines[0], lines
