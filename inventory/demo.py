@@ -12,15 +12,15 @@ _state_file = _workdir / "testbed.json"
 if not _state_file.exists():
     raise SystemExit(f"{_state_file} is missing: start the demo rig with `bash scripts/demo.sh`")
 _bed = json.loads(_state_file.read_text())
-_rig = _bed["rigs"][0]
 
 # This machine's CPU may report AMX, whose llama.cpp kernels crash in some VMs: build without them.
 _NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 
-demo = [
-    ("demo", {
+
+def _rig_data(rig: dict, port: int) -> dict:
+    return {
         "ssh_hostname": "127.0.0.1",
-        "ssh_port": _rig["ssh_port"],
+        "ssh_port": rig["ssh_port"],
         "ssh_user": "root",
         "ssh_key": _bed["ssh_key"],
         "ssh_known_hosts_file": "/dev/null",
@@ -38,12 +38,16 @@ demo = [
         "services": [{
             "name": "chat",
             "model": "gemma",
-            "port": 8080,
+            "port": port,
             "ctx_size": 4096,
             "gpus": [0, 1],
             "tensor_split": [1, 1],
             "parallel": 1,
             "sampling": {"temp": 0.7, "top_p": 0.95},
         }],
-    }),
-]
+    }
+
+
+# Every rig the testbed started (the demo starts one, "demo", serving on 8080; bench/no_change starts two),
+# each serving on its own port: the rigs share this machine's network.
+demo = [(rig["name"], _rig_data(rig, 8080 + i)) for i, rig in enumerate(_bed["rigs"])]

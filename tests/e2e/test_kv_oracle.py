@@ -125,9 +125,14 @@ FIT_PARAMS = ["cohere2", "deepseek2", "gemma2", "gemma3", "glm4moe", "gpt-oss", 
               "mamba", "mamba2", "plamo2", "qwen3moe"]
 
 
+# llama-fit-params has no --kv-unified: its -np N is N caches
+FIT_CASES = [Case(ctx=32768, seqs=1, cache_k="q8_0", cache_v="q8_0"), Case(ctx=8192, seqs=4),
+             Case(ctx=8192, seqs=2, swa_full=True, ubatch=1024)]
+
+
 @pytest.mark.parametrize("name", FIT_PARAMS)
 def test_llama_fit_params_prints_the_context_the_planner_books(oracle, files, name):
-    for case in (CASES[1], CASES[3], CASES[5]):
+    for case in FIT_CASES:
         kv, state, _ = planned(files[name], case)
         printed = oracle.fit_params_context_mib(f"{name}.gguf", case)   # whole MiB, rounded down
         assert printed == (kv + state) // MiB, (name, case, printed, (kv + state) / MiB)
