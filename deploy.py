@@ -10,9 +10,12 @@ from tasks.preflight import current
 
 summary.register()  # at exit: which rigs deployed, which failed and why (unreachable ones too)
 deployment = current()
+summary.remember(deployment)  # for the closing report of what every rig serves
 power.apply(deployment)
 built = build.apply(deployment)
 fetched = models.apply(deployment)
 units, restarted = services.apply(deployment, built, model_ops=fetched)
 verify.apply(deployment, units, restarted)
 models.prune(deployment)  # only once every service answered: until then the old revision is the rollback
+if deployment.doc["gpus"]:
+    summary.gpu_usage(name="GPU memory in use (for the report)")

@@ -17,8 +17,14 @@ mode) it first waits for the unit to be active and /health to answer 200 (503
 while the model loads), fails at once when the server exits while starting, and
 stops at the first failed check; without it, it looks once and runs every check
 that still makes sense. With ``--journal`` a failed verdict carries the unit's
-journal tail. The API key, when the service has one, is read here from its
-root-only file and never printed. Always exits 0: the verdict is in the JSON.
+journal tail. With ``--record FILE`` (the known-good record of the unit) a
+service whose unit and expectation are the ones that answered, and which has
+not started since the record was written, is not asked for a completion again
+(``answered_before`` in the verdict says when it last answered). With
+``--wait-ready`` it only waits for the unit and /health, printing every
+LLAMARIG_PROGRESS_S seconds (10) what it waits for, then one line. The API key,
+when the service has one, is read here from its root-only file and never
+printed. Always exits 0: the verdict is in the JSON.
 
 With ``--rollback RECORD --unit-dir DIR`` (run by the deploy after a failed
 check) it instead puts back the last unit that answered (RECORD: ``{"unit",

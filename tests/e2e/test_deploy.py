@@ -70,6 +70,20 @@ def test_first_deploy_serves_both_rigs(bed):
     assert re.search(r"\[rig\d\] fetched Q4_K_M/\S+: [\d.]+ MiB in \d+ s \([\d.]+ MB/s\)", err), err[-3000:]
     for rig in ("rig1", "rig2"):
         assert f"[{rig}] llamarig-chat.service: answers /health" in err, err[-3000:]
+    # The closing report: every service of every rig, what it serves and that it answered, and each GPU's
+    # power limit and the memory nvidia-smi showed it using; the same as JSON beside the inventory.
+    assert "--> llamarig: what the rigs serve" in err, err[-3000:]
+    saved = json.loads(bed.inventory.with_suffix(".report.json").read_text())
+    by_rig = {r["rig"]: r for r in saved["rigs"]}
+    assert sorted(by_rig) == ["rig1", "rig2"]
+    served = {(r, s["name"]): s for r, rep in by_rig.items() for s in rep["services"]}
+    assert sorted(served) == [("rig1", "chat"), ("rig1", "chat2"), ("rig2", "chat")]
+    for (r, name), s in served.items():
+        assert s["answered"].startswith("yes: "), s
+        assert s["url"] == f"http://127.0.0.1:{bed.ports[r if name == 'chat' else 'rig1b']}"
+        assert s["fork"] == "llama.cpp" and len(s["fork_commit"]) == 40 and s["exposure"] is not None
+    assert [g["power_limit_w"] for g in by_rig["rig1"]["gpus"]] == [300, 250, None]
+    assert all(g["memory_used_mib"] is not None for g in by_rig["rig1"]["gpus"])
     # Power: limits per GPU (rig1, from group data) and per rig (rig2), set and kept by the stand-in nvidia-smi.
     q = "nvidia-smi --query-gpu=power.limit,persistence_mode --format=csv,noheader,nounits"
     assert bed.ssh("rig1", q).split("\n")[:3] == ["300.00, Enabled", "250.00, Enabled", "350.00, Enabled"]
@@ -104,6 +118,7 @@ def test_second_deploy_changes_nothing(bed):
     assert {rig: bed.main_pid(rig) for rig in ("rig1", "rig2")} == pids  # nothing restarted
     # nothing changed: /health and /props only, no completion asked of any service
     assert run.stderr.count("answered before (answered a completion at") == 3, run.stderr[-3000:]
+    assert run.stderr.count("answered: yes, answered a completion at") == 3, run.stderr[-3000:]  # the report
     print(f"no-change re-deploy of two rigs: {took:.0f} s")
 
 
@@ -117,6 +132,7 @@ def test_dry_diff_shows_a_flag_change_then_the_run_restarts_only_that_service(be
     assert dry.returncode == 0, dry.stderr[-4000:]
     out = dry.stdout + dry.stderr
     assert "--temp 0.7" in out and "--temp 0.3" in out, out[-3000:]
+    assert "what this deploy would serve (--dry: planned, nothing live)" in dry.stderr, dry.stderr[-3000:]
     assert bed.unit_text("rig1") == unit_before  # --dry changed nothing
     assert {rig: bed.main_pid(rig) for rig in ("rig1", "rig2")} == pids
 
