@@ -70,7 +70,7 @@ def rig_report(rig, release, live: dict | None = None) -> dict:
             "fork": doc["build_fork"], "fork_commit": rig.commit,
             "ctx_size": svc["ctx_size"], "slots": svc["parallel"] or "auto",
             "gpus": service_gpus(doc, svc),
-            "placement": placement_line(plan) if plan is not None else "not planned",
+            "placement": placement_line(plan) if plan is not None else "not planned: llama-server places it when it starts",
             "planned_by": ("llamarig" if sp is not None and sp.auto else "the data") if sp is not None else None,
             "predicted_vram_mib": {r.name: round(r.total / MiB) for r in plan.devices} if plan is not None else None,
             "answered": _answered(verdict),
