@@ -5,12 +5,12 @@ anything runs (tasks/preflight.py: llamarig.release.resolve, then the release of
 llamarig.release.assemble) -> operations, which only install what the release says.
 """
 
-from tasks import build, models, power, services, summary, verify
+from tasks import build, models, power, report, services, summary, verify
 from tasks.preflight import current
 
-summary.register()  # at exit: which rigs deployed, which failed and why (unreachable ones too)
+summary.register()  # at exit: which rigs deployed, which failed and why (unreachable ones too), and the report
 deployment = current()
-summary.remember(deployment)  # for the closing report of what every rig serves
+report.remember(deployment)  # for the closing report of what every rig serves
 power.apply(deployment)
 built = build.apply(deployment)
 fetched = models.apply(deployment)
@@ -18,4 +18,4 @@ units, restarted = services.apply(deployment, built, model_ops=fetched)
 verify.apply(deployment, units, restarted)
 models.prune(deployment)  # only once every service answered: until then the old revision is the rollback
 if deployment.doc["gpus"]:
-    summary.gpu_usage(name="GPU memory in use (for the report)")
+    report.gpu_usage(name="GPU memory in use (for the report)")

@@ -25,7 +25,7 @@ from pyinfra.api import FactBase, StringCommand, deploy, operation
 from llamarig import layout, programs
 from llamarig.release.expect import answer_text
 
-from . import rig_programs, summary
+from . import report, rig_programs
 from .root_files import secret_file
 
 from .util import LiveCommand, executing, progress_env, quote_all
@@ -87,7 +87,7 @@ def service_answers(unit: str, unit_text: str, expect: dict, script: str):
     record = layout.known_good_record(unit)
     quick = None if os.environ.get(FULL_CHECK_ENV) else record
     verdict = host.get_fact(ServiceCheck, script=script, expect_file=layout.expectation_file(unit), record=quick)
-    summary.record_verdict(unit, verdict)
+    report.record_verdict(unit, verdict)
     if verdict.get("ok"):
         said = (f"answered before ({verdict['answered_before']})" if verdict.get("answered_before")
                 else f"answers: {answer_text(verdict.get('answer'))!r}")
@@ -132,6 +132,6 @@ def apply(deployment, units, restarted=None):
         if restarted and name in restarted:
             service_ready(name=f"Wait for {name} to load", unit=name, expect_file=layout.expectation_file(name),
                           script=script, _if=restarted[name].did_change)
-            summary.unit_exposure(name=f"Exposure of {name} (for the report)", unit=name,
+            report.unit_exposure(name=f"Exposure of {name} (for the report)", unit=name,
                                   _if=restarted[name].did_change)
         service_answers(name=f"Verify {name}", unit=name, unit_text=u.text, expect=u.expect, script=script)

@@ -1,19 +1,23 @@
-// llamarig's KV oracle: loads a (header-only) GGUF the way llama-fit-params does -- no_alloc, no
-// tensor data read -- creates the context the flags describe, and prints llama.cpp's own sizing of
-// every memory it would allocate. Built from the pinned llama.cpp tree in the test harness
-// (testbed/oracle.py) against that tree's static libraries; its log is synchronous, so the loader's
-// error (which tensor is missing, which shape it expected) is never lost as llama-fit-params' async
-// log loses it when it aborts.
+// llamarig's KV oracle: loads a (header-only) GGUF the way each fork sizes memory, creates the context the
+// arguments describe, and prints the fork's own sizing. Built from a pinned tree in the test harness
+// (testbed/oracle.py) against that tree's static libraries; its log is synchronous, so the loader's error
+// (which tensor is missing, which shape it expected) is never lost as llama-fit-params' async log loses it
+// when it aborts.
 //
-// usage: kv-oracle MODEL N_CTX N_SEQ TYPE_K TYPE_V N_UBATCH N_BATCH FLASH(0|1) SWA_FULL(0|1) KV_UNIFIED(0|1)
-// stdout: "breakdown BUFT model context compute" lines (bytes), then "ok"
+// llama.cpp (default): as llama-fit-params -- no_alloc, no tensor data read -- then the memory breakdown.
+//   usage: kv-oracle MODEL N_CTX N_SEQ TYPE_K TYPE_V N_UBATCH N_BATCH FLASH(0|1) SWA_FULL(0|1) KV_UNIFIED(0|1)
+//   stdout: "breakdown BUFT model context compute" lines (bytes), then "ok"
+// ik_llama.cpp (-DLLAMARIG_IK): ik has no no_alloc load, so the sparse file is memory-mapped (no data read)
+//   and the context is created for real on the CPU, which allocates the cache ik sizes (small files).
+//   usage: kv-oracle MODEL N_CTX N_SEQ TYPE_K TYPE_V N_UBATCH N_BATCH FLASH(0|1) MLA(0-3)
 #include "llama.h"
+#ifndef LLAMARIG_IK
 #include "../src/llama-ext.h"
+#endif
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <string>
 
 static void log_sync(ggml_log_level level, const char * text, void *) {
     if (level == GGML_LOG_LEVEL_DEBUG) {
@@ -34,17 +38,29 @@ static ggml_type type_named(const char * name) {
     exit(2);
 }
 
+#ifdef LLAMARIG_IK
+static const int N_ARGS = 10;
+#else
+static const int N_ARGS = 11;
+#endif
+
 int main(int argc, char ** argv) {
-    if (argc != 11) {
-        fprintf(stderr, "usage: %s MODEL N_CTX N_SEQ TYPE_K TYPE_V N_UBATCH N_BATCH FLASH SWA_FULL KV_UNIFIED\n", argv[0]);
+    if (argc != N_ARGS) {
+        fprintf(stderr, "usage: %s MODEL N_CTX N_SEQ TYPE_K TYPE_V N_UBATCH N_BATCH FLASH %s\n", argv[0],
+                N_ARGS == 10 ? "MLA" : "SWA_FULL KV_UNIFIED");
         return 2;
     }
     llama_log_set(log_sync, nullptr);
     llama_backend_init();
 
     llama_model_params mp = llama_model_default_params();
+#ifdef LLAMARIG_IK
+    mp.use_mmap     = true;
+    mp.n_gpu_layers = 0;
+#else
     mp.no_alloc  = true;
     mp.load_mode = LLAMA_LOAD_MODE_NONE;
+#endif
     llama_model * model = llama_model_load_from_file(argv[1], mp);
     if (!model) {
         return 3;
@@ -56,19 +72,25 @@ int main(int argc, char ** argv) {
     cp.type_v    = type_named(argv[5]);
     cp.n_ubatch  = (uint32_t) atoi(argv[6]);
     cp.n_batch   = (uint32_t) atoi(argv[7]);
+#ifdef LLAMARIG_IK
+    cp.flash_attn = atoi(argv[8]) != 0;
+    cp.mla_attn   = atoi(argv[9]);
+    cp.n_threads = cp.n_threads_batch = 1;
+#else
     cp.flash_attn_type = atoi(argv[8]) ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
     cp.swa_full   = atoi(argv[9]) != 0;
     cp.kv_unified = atoi(argv[10]) != 0;
+#endif
     llama_context * ctx = llama_init_from_model(model, cp);
     if (!ctx) {
-        llama_model_free(model);
         return 4;
     }
+#ifndef LLAMARIG_IK
     for (const auto & [buft, mb] : llama_get_memory_breakdown(ctx)) {
         printf("breakdown %s %zu %zu %zu\n", ggml_backend_buft_name(buft), mb.model, mb.context, mb.compute);
     }
+#endif
     printf("ok\n");
     llama_free(ctx);
-    llama_model_free(model);
     return 0;
 }

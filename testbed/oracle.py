@@ -36,19 +36,22 @@ IK_KV_LINE = re.compile(r"KV self size += +([\d.]+) MiB")
 IK_BUFFER_LINE = re.compile(r"llama_kv_cache_init: +\S+ KV buffer size = +([\d.]+) MiB")
 
 
+SOURCE = HERE / "kv_oracle.cpp"
+
+
 @dataclass(frozen=True)
 class Fork:
-    source: str                 # the oracle program, beside this file
+    defines: tuple[str, ...]    # for kv_oracle.cpp
     libs: tuple[str, ...]       # the build tree's static libraries it links
     memory_done: str            # printed once every memory of the context exists, before the compute graphs
     fit_params: bool            # the tree has llama-fit-params
 
 
 FORKS = {
-    "llama.cpp": Fork("kv_oracle.cpp", ("src/libllama.a", "ggml/src/libggml.a", "ggml/src/libggml-cpu.a",
+    "llama.cpp": Fork((), ("src/libllama.a", "ggml/src/libggml.a", "ggml/src/libggml-cpu.a",
                                         "ggml/src/libggml-base.a"), "sched_reserve: reserving", True),
     # ik sizes the cache in llama_kv_cache_init and logs it before the output buffer (src/llama.cpp)
-    "ik_llama.cpp": Fork("kv_oracle_ik.cpp", ("src/libllama.a", "ggml/src/libggml.a"), "output buffer size", False),
+    "ik_llama.cpp": Fork(("-DLLAMARIG_IK",), ("src/libllama.a", "ggml/src/libggml.a"), "output buffer size", False),
 }
 BREAKDOWN = re.compile(r"^breakdown (\S+) (\d+) (\d+) (\d+)$", re.M)
 
@@ -112,11 +115,10 @@ class Oracle:
         return subprocess.run(["chroot", str(self.root), *words], capture_output=True, text=True, timeout=timeout)
 
     def compile(self) -> None:
-        source = self.spec.source
-        (self.root / self.dir.lstrip("/") / source).write_text((HERE / source).read_text())
+        (self.root / self.dir.lstrip("/") / SOURCE.name).write_text(SOURCE.read_text())
         b, w = self.build, self.work
-        done = self.chroot("c++", "-O1", "-std=c++17", f"-I{w}/include", f"-I{w}/ggml/include", f"-I{w}/src",
-                           f"{self.dir}/{source}", "-o", self.exe, *(f"{b}/{lib}" for lib in self.spec.libs),
+        done = self.chroot("c++", "-O1", "-std=c++17", *self.spec.defines, f"-I{w}/include", f"-I{w}/ggml/include",
+                           f"-I{w}/src", f"{self.dir}/{SOURCE.name}", "-o", self.exe, *(f"{b}/{lib}" for lib in self.spec.libs),
                            "-ldl", "-lm", "-lgomp", "-lpthread")
         if done.returncode:
             raise OracleError(f"kv-oracle did not build from {self.fork}'s tree:\n{done.stderr[-3000:]}")
