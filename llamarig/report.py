@@ -93,6 +93,9 @@ def render(reports: list[dict], dry: bool) -> str:
     """The report as text, a block per rig."""
     lines = [f"--> llamarig: {'what this deploy would serve (--dry: planned, nothing live)' if dry else 'what the rigs serve'}"]
     for r in reports:
+        if r.get("failed"):
+            lines.append(f"    [{r['rig']}] FAILED: not reported (its error is above; what served before still serves)")
+            continue
         lines.append(f"    [{r['rig']}]")
         for g in r["gpus"]:
             seen = f", {g['memory_used_mib']} MiB used now" if g.get("memory_used_mib") is not None else ""

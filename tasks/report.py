@@ -27,11 +27,15 @@ REPORT_ENV = "LLAMARIG_REPORT"
 
 def print_reports(state) -> None:
     """The report of every rig this run prepared, printed; after a real deploy also written as JSON."""
+    failed = {h.name for h in state.failed_hosts}
     reports = []
     for name in sorted(_rigs):
         entry = _rigs[name]
         d = entry["deployment"]
         if d is None or d.rig is None or d.release is None:
+            continue
+        if name in failed:  # unreachable, or an operation failed: what it serves is not what the data says
+            reports.append({"rig": name, "failed": True, "gpus": [], "services": [], "executed": False})
             continue
         reports.append(rig_report(d.rig, d.release, entry["live"] or None))
     if not reports:

@@ -33,10 +33,10 @@ def summary_line(state) -> str | None:
 
 
 def _print(state) -> None:
-    line = summary_line(state)
+    report.print_reports(state)
+    line = summary_line(state)  # the last word: which rigs deployed, which failed
     if line:
         click.echo(line, err=True)
-    report.print_reports(state)
 
 
 def register() -> None:

@@ -70,3 +70,8 @@ def test_after_a_deploy_it_says_what_the_rig_showed(glm):
     assert failed["services"][0]["answered"] == "no: HTTP 500"
     quick = report.rig_report(resolved, release, {"verdicts": {unit: {"ok": True, "answered_before": "at noon"}}})
     assert quick["services"][0]["answered"] == "yes, at noon"
+
+
+def test_a_rig_that_failed_is_named_not_described():
+    text = report.render([{"rig": "ghost", "failed": True, "gpus": [], "services": [], "executed": False}], dry=False)
+    assert "[ghost] FAILED: not reported" in text and "GPU" not in text
