@@ -62,6 +62,7 @@ def rig_report(rig, release, live: dict | None = None) -> dict:
         sp = rig.placements.get(svc["name"])
         plan = sp.plan if sp is not None else None
         verdict = (live.get("verdicts") or {}).get(unit)
+        prompt = release.units[unit].expect.get("prompt") if unit in release.units else None
         services.append({
             "name": svc["name"], "unit": unit,
             "url": f"http://{svc.get('host') or '127.0.0.1'}:{svc['port']}",
@@ -73,20 +74,25 @@ def rig_report(rig, release, live: dict | None = None) -> dict:
             "placement": placement_line(plan) if plan is not None else "not planned: llama-server places it when it starts",
             "planned_by": ("llamarig" if sp is not None and sp.auto else "the data") if sp is not None else None,
             "predicted_vram_mib": {r.name: round(r.total / MiB) for r in plan.devices} if plan is not None else None,
-            "answered": _answered(verdict),
+            "answered": _answered(verdict, prompt),
             "exposure": (live.get("exposure") or {}).get(unit),
         })
     return {"rig": rig.host, "gpus": gpus, "services": services, "executed": bool(live)}
 
 
-def _answered(verdict) -> str | None:
+def _answered(verdict, prompt: str | None = None) -> str | None:
     if verdict is None:
         return None
     if not verdict.get("ok"):
         return f"no: {verdict.get('error') or 'the check failed'}"
     if verdict.get("answered_before"):
         return f"yes, {verdict['answered_before']}"
-    return f"yes: {answer_text(verdict.get('answer'))!r}"
+    said = answer_text(verdict.get("answer"))
+    tokens = verdict.get("completion_tokens")
+    count = f" ({tokens} tokens)" if tokens else ""
+    if prompt and said.strip().lower() == answer_text(prompt).strip().lower():
+        return f"yes{count}, repeating the prompt: a base model, not tuned for chat, does"
+    return f"yes{count}: {said!r}"
 
 
 def render(reports: list[dict], dry: bool) -> str:

@@ -79,7 +79,7 @@ def test_first_deploy_serves_both_rigs(bed):
     served = {(r, s["name"]): s for r, rep in by_rig.items() for s in rep["services"]}
     assert sorted(served) == [("rig1", "chat"), ("rig1", "chat2"), ("rig2", "chat")]
     for (r, name), s in served.items():
-        assert s["answered"].startswith("yes: "), s
+        assert s["answered"].startswith("yes"), s
         assert s["url"] == f"http://127.0.0.1:{bed.ports[r if name == 'chat' else 'rig1b']}"
         assert s["fork"] == "llama.cpp" and len(s["fork_commit"]) == 40 and s["exposure"] is not None
     assert [g["power_limit_w"] for g in by_rig["rig1"]["gpus"]] == [300, 250, None]

@@ -63,6 +63,10 @@ def test_after_a_deploy_it_says_what_the_rig_showed(glm):
     r = report.rig_report(resolved, release, live)
     (s,) = r["services"]
     assert s["answered"] == "yes: 'Hello!'" and s["exposure"] == 2.1 and r["executed"] is True
+    prompt = release.units[unit].expect["prompt"]
+    echo = report.rig_report(resolved, release, {"verdicts": {unit: {"ok": True, "answer": prompt + "<|im_end|>",
+                                                                      "completion_tokens": 9}}})
+    assert echo["services"][0]["answered"] == "yes (9 tokens), repeating the prompt: a base model, not tuned for chat, does"
     assert r["gpus"][0]["memory_used_mib"] == 21000 and r["gpus"][1]["memory_used_mib"] is None
     text = report.render([r], dry=False)
     assert "21000 MiB used now" in text and "answered: yes: 'Hello!'" in text and "exposure" in text
