@@ -21,7 +21,7 @@ then
     .venv/bin/python -m testbed up --workdir "$LLAMARIG_DEMO_DIR" --rigs demo:2222:2x3090 >/dev/null
 fi
 
-echo "demo: deploying (first time: builds llama.cpp on the rig, about 5 minutes on 2 cores)" >&2
+echo "demo: deploying (first time: builds llama.cpp on the rig, about 10 minutes on 2 cores)" >&2
 .venv/bin/llamarig check inventory/demo.py
 .venv/bin/pyinfra -y inventory/demo.py deploy.py
 
