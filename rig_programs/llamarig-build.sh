@@ -22,8 +22,8 @@ log() { echo "llamarig-build: $*" >&2; }
 elapsed() { local s=$(( $(date +%s) - $1 )); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
 
 # One line every LLAMARIG_PROGRESS_S seconds (10) while the build runs, and one when it ends: how far
-# the build tool says it is (ninja's [done/total], make's [ NN%] and the objects compiled so far), and for
-# how long. The deploy shows them as they come, with the rig's name.
+# the build tool says it is (steps done of the total, from make's CMakeFiles/Progress or ninja's
+# [done/total]; else make's [ NN%] and the objects compiled so far), and for how long. The deploy shows them as they come, with the rig's name.
 watch_build() {
     local pid=$1 buildlog=$2 every=${LLAMARIG_PROGRESS_S:-10} started n=0 rc=0
     started=$(date +%s)
@@ -38,7 +38,17 @@ watch_build() {
 }
 
 build_progress() {
-    local marker objects
+    # make (CMake's default generator) keeps CMakeFiles/Progress while it runs: a file per step done and
+    # count.txt, the steps of the requested targets; ninja prints [done/total]
+    local progress="${1%.build.log}/CMakeFiles/Progress" marker objects total done_steps
+    if [ -f "$progress/count.txt" ]; then
+        total=$(cat "$progress/count.txt" 2>/dev/null || echo 0)
+        done_steps=$(find "$progress" -maxdepth 1 -type f ! -name count.txt 2>/dev/null | wc -l)
+        if [ "${total:-0}" -gt 0 ] 2>/dev/null; then
+            echo "step $done_steps of $total ($(( done_steps * 100 / total ))%)"
+            return
+        fi
+    fi
     marker=$(tail -c 20000 "$1" 2>/dev/null | grep -oE '^\[ *[0-9]+%\]|^\[[0-9]+/[0-9]+\]' | tail -n 1 | tr -d '[] ')
     objects=$(grep -c -E 'Building (C|CXX|CUDA) object|Building (C|CXX|CUDA) ' "$1" 2>/dev/null || true)
     case "$marker" in
