@@ -47,7 +47,7 @@ def resolve_requests(bed) -> list:
 
 def test_first_deploy_serves_both_rigs(bed):
     started = time.monotonic()
-    run = bed.pyinfra("-y", "--json")
+    run = bed.pyinfra("-y", "--json", extra_env={"LLAMARIG_PROGRESS_S": "2"})  # a progress line every 2 s
     bed.first_deploy_s = time.monotonic() - started
     assert run.returncode == 0, run.stderr[-4000:]
     assert failed_ops(run) == {}
@@ -64,6 +64,7 @@ def test_first_deploy_serves_both_rigs(bed):
     # Long steps said how far they were as they ran, each line with its rig's name (pyinfra's live output):
     # the build's steps and time, each file's bytes and rate, and the wait for /health.
     err = run.stderr
+    assert re.search(r"\[rig\d\] llamarig-build: llama-server[^\n]*: step \d+ of \d+ \(\d+%\), \d+m\d\ds\n", err), err[-3000:]
     assert re.search(r"\[rig\d\] llamarig-build: llama-server[^\n]*(% done, \d+ objects compiled|step \d+ of \d+)"
                      r"[^\n]*built in \d+m\d\ds", err), err[-3000:]
     assert re.search(r"\[rig\d\] fetching Q4_K_M/\S+ \(\d+ bytes, [\d.]+ MiB\)", err), err[-3000:]
