@@ -230,6 +230,9 @@ def main():
         try:
             got = hf_hub_download(repo_id=args.repo, filename=path, revision=args.commit,
                                   local_dir=staging, token=token)
+        except Exception as exc:  # noqa: BLE001 - a cut connection, a Hub error: said in words, not a traceback
+            sys.exit(f"llamarig: {path}: the download failed ({type(exc).__name__}: {str(exc)[:300]}); "
+                     f"{len(verified)} file(s) verified so far are kept, the next run fetches the rest")
         finally:
             progress.stop.set()
         took = time.monotonic() - started

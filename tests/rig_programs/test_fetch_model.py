@@ -134,6 +134,8 @@ def test_a_cut_off_download_keeps_what_finished(hub, tmp_path):
     finally:
         hub.clear_faults()
     assert r.returncode != 0
+    assert "Traceback" not in r.stderr and f"llamarig: {want[2]}: the download failed (" in r.stderr, r.stderr[-2000:]
+    assert "2 file(s) verified so far are kept, the next run fetches the rest" in r.stderr
     assert sorted(json.loads((dest / MANIFEST).read_text())["files"]) == want[:2]
     assert not (dest / want[2]).exists()  # never a partial file in place
     hub.clear_requests()
