@@ -67,11 +67,15 @@ def host_caches(model: ModelInfo, s: Settings, c: "LayerCosts") -> int:
     ``--cache-ram`` MiB (server_prompt_cache; -1, no limit, is counted at the default bound), and, for models
     with sliding-window or recurrent layers, up to ``--ctx-checkpoints`` checkpoints per slot of one sequence's
     partial state (the sliding-window cells and the recurrent state: llama.cpp's
-    ``LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY``, server-context.cpp)."""
+    ``LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY``, server-context.cpp; ik_llama.cpp checkpoints recurrent models only)."""
     prompt_cache = (s.cache_ram_mib if s.cache_ram_mib >= 0 else 8192) * MiB
-    if s.fork != "llama.cpp" or s.ctx_checkpoints <= 0:
+    if s.ctx_checkpoints <= 0:
         return prompt_cache
     per_seq = sum(c.state or []) // state_slots(s)
+    if s.fork == "ik_llama.cpp":
+        # ik's server checkpoints only models with a recurrent state (server-context.cpp:
+        # llama_model_has_recurrent), one sequence's partial state each
+        return prompt_cache + per_seq * s.ctx_checkpoints * state_slots(s)
     if not s.swa_full and any(model.swa_layers):
         n, streams = cells(model, s)
         layer_cells = min(n, pad(model.n_swa * swa_seqs(s) + s.ubatch, 256)) * streams

@@ -128,6 +128,12 @@ def test_host_ram_counts_the_prompt_cache_and_the_checkpoints_a_server_keeps(mod
     # gpt-oss: a checkpoint holds one sequence's sliding window (128 + 512 cells of 2048 B, 18 layers)
     g, gs = models["gpt-oss"], Settings(ctx=131072, parallel=1)
     assert memory.host_caches(g, gs, memory.layer_costs(g, gs)) == 8192 * MiB + 32 * 18 * 2048 * (128 + 512)
+    # ik_llama.cpp checkpoints only models with a recurrent state (its server-context.cpp), 32 a slot
+    ik = Settings(fork="ik_llama.cpp", ctx=32768, parallel=2)
+    assert memory.host_caches(m, ik, memory.layer_costs(m, ik)) == 8192 * MiB + 32 * sum(
+        memory.layer_costs(m, ik).state)
+    ikg = Settings(fork="ik_llama.cpp", ctx=131072, parallel=1)
+    assert memory.host_caches(g, ikg, memory.layer_costs(g, ikg)) == 8192 * MiB
     # in a plan's host column: everything on the CPU, so the caches come on top of weights and KV
     whole = evaluate(m, Flags(1, 0, None, []), [24 << 30], 512 << 30, s)
     assert whole.host["total"] >= whole.host["weights"] + sum(c.kv) + memory.host_caches(m, s, c)
