@@ -113,6 +113,11 @@ build_ik() {
   echo "build_s=$(( $(date +%s) - t ))" >> "$times"
 }
 
+build_ik_nice() {  # run in ik's own background subshell: what it starts inherits the lower priority
+  [ "${IK_NICE:-0}" = 0 ] || renice -n "$IK_NICE" -p "$BASHPID" > /dev/null
+  build_ik
+}
+
 build_main() {
   unpack llama-src.tar.xz llama.cpp || return
   bash "$REPO/bench/seed_limits/build_llama.sh" "$SRC_ROOT/llama.cpp" "$BUILD_ROOT/llama.cpp" \
@@ -139,7 +144,9 @@ run_fork() {  # run_fork FORK FUNCTION: FORK.log while it runs, FORK.done when i
 
 rm -f "$BUILD_ROOT/all.done"
 echo "build_both: sources $SRC_ROOT, builds $BUILD_ROOT, ik -j$IK_JOBS, llama.cpp -j$MAIN_JOBS"
-run_fork ik_llama.cpp build_ik & ik_pid=$!
+# IK_NICE (default 0): ik's build at a lower priority, so that mainline ends first and its measurements can
+# start while ik still builds (IK_NICE=19 MAIN_JOBS=JOBS: mainline in about 5 minutes, ik after it)
+run_fork ik_llama.cpp build_ik_nice & ik_pid=$!
 run_fork llama.cpp build_main & main_pid=$!
 wait "$ik_pid"; ik_rc=$?
 wait "$main_pid"; main_rc=$?

@@ -21,7 +21,7 @@ from llamarig.commands import lock as lockcli
 from llamarig.commands import tune as tunecli
 from llamarig.commands.releases import ReleaseError, read_locks, release_of
 from llamarig.release.flags import server_args
-from llamarig.release.placements import checkable
+from llamarig.release.placements import FORK_DEFAULTS, checkable, effective_ubatch
 from llamarig.release.resolve import LockUse, lock_coverage, read_secrets, real_lookups
 from llamarig.planner.architectures import ArchitectureError
 from llamarig.planner.gguf import GgufError, read_model
@@ -133,9 +133,13 @@ def cmd_plan(args) -> int:
     except GgufError as exc:
         print(f"llamarig plan: {exc}", file=sys.stderr)
         return 2
-    s = Settings(fork=args.fork, ctx=args.ctx or model.n_ctx_train, parallel=args.parallel,
-                 cache_k=args.cache_type_k or args.cache_type, cache_v=args.cache_type_v or args.cache_type,
-                 ubatch=args.ubatch or 512, flash_attn=not args.no_flash_attn)
+    # a ubatch over the default batch comes with a batch as large (else the server runs the smaller one)
+    batch = args.batch or (args.ubatch if args.ubatch and args.ubatch > FORK_DEFAULTS["batch"] else None)
+    service = {"ctx_size": args.ctx or model.n_ctx_train, "cache_type_k": args.cache_type_k or args.cache_type,
+               "cache_type_v": args.cache_type_v or args.cache_type, "parallel": args.parallel,
+               "ubatch_size": args.ubatch, "batch_size": batch, "flash_attn": "off" if args.no_flash_attn else None}
+    s = Settings(fork=args.fork, ctx=service["ctx_size"], parallel=args.parallel, cache_k=service["cache_type_k"],
+                 cache_v=service["cache_type_v"], ubatch=effective_ubatch(service), flash_attn=not args.no_flash_attn)
     ram = int(args.ram * GiB) if args.ram else None
     try:
         p = plan(model, args.gpus, ram, s, args.margin_mib * MiB)
@@ -143,8 +147,6 @@ def cmd_plan(args) -> int:
         print(f"llamarig plan: {args.target}: {exc}", file=sys.stderr)
         return 1
     # The service these settings declare, rendered by the same function as every unit's flags.
-    service = {"ctx_size": s.ctx, "cache_type_k": s.cache_k, "cache_type_v": s.cache_v, "parallel": args.parallel,
-               "ubatch_size": args.ubatch, "flash_attn": "off" if args.no_flash_attn else None}
     argv = server_args(service, args.target, args.fork, p.flags)
     return _print_plan(p, argv[2:], args.json)  # without --model: the file is the command's argument
 
@@ -203,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--cache-type-v", type=_cache_type)
     pl.add_argument("--parallel", type=int, help="server slots (--parallel)")
     pl.add_argument("--ubatch", type=int, help="--ubatch-size (default: the fork's, 512)")
+    pl.add_argument("--batch", type=int, help="--batch-size (default: the fork's, 2048, or the ubatch when larger)")
     pl.add_argument("--no-flash-attn", action="store_true")
     pl.add_argument("--fork", default="llama.cpp", choices=["llama.cpp", "ik_llama.cpp"])
     pl.add_argument("--revision", help="Hub revision of an hf: model")

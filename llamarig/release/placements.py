@@ -20,10 +20,10 @@ from llamarig.hostdata.validate import service_gpus
 PLACEMENT_KEYS = ("n_gpu_layers", "tensor_split", "tensor_overrides", "n_cpu_moe", "cpu_moe", "fit")
 
 
-FORK_DEFAULTS = {"ubatch": 512, "cache": "f16", "mla": 3, "flash_attn": True, "swa_full": False,
+FORK_DEFAULTS = {"ubatch": 512, "batch": 2048, "cache": "f16", "mla": 3, "flash_attn": True, "swa_full": False,
                  "cache_ram_mib": 8192, "ctx_checkpoints": 32}
 """What the planner assumes when a service declares nothing, which is each pinned fork's own default
-(common/common.h: n_ubatch 512, F16 cache, ik's mla_attn 3; flash attention on: llama.cpp's auto enables it
+(common/common.h: n_ubatch 512, n_batch 2048, F16 cache, ik's mla_attn 3; flash attention on: llama.cpp's auto enables it
 where the backend has it, ik's default is on; no --swa-full; an 8192 MiB RAM prompt cache and 32 context
 checkpoints per slot in both). The context is the model's trained one, as both
 forks take ``--ctx-size 0``; slots, the server's automatic ones."""
@@ -39,7 +39,7 @@ def settings(doc: dict, service: dict, model: ModelInfo | None = None) -> Settin
     return Settings(fork=doc["build_fork"], ctx=ctx, parallel=service["parallel"],
                     cache_k=service["cache_type_k"] or FORK_DEFAULTS["cache"],
                     cache_v=service["cache_type_v"] or FORK_DEFAULTS["cache"],
-                    ubatch=service["ubatch_size"] or FORK_DEFAULTS["ubatch"],
+                    ubatch=effective_ubatch(service),
                     flash_attn=service["flash_attn"] != "off" if service["flash_attn"] else FORK_DEFAULTS["flash_attn"],
                     mla=FORK_DEFAULTS["mla"] if service.get("mla_use") is None else service["mla_use"],
                     swa_full="--swa-full" in extra or FORK_DEFAULTS["swa_full"],
@@ -48,6 +48,12 @@ def settings(doc: dict, service: dict, model: ModelInfo | None = None) -> Settin
                     cache_ram_mib=_int_arg(doc["build_fork"], extra_args, "--cache-ram", FORK_DEFAULTS["cache_ram_mib"]),
                     ctx_checkpoints=_int_arg(doc["build_fork"], extra_args, "--ctx-checkpoints",
                                              FORK_DEFAULTS["ctx_checkpoints"]))
+
+
+def effective_ubatch(service: dict) -> int:
+    """The ubatch the server runs: both forks clamp ``--ubatch-size`` to ``--batch-size`` (llama_context's
+    ``n_ubatch = min(n_batch, n_ubatch)``), so a 4096 ubatch under the default 2048 batch runs as 2048."""
+    return min(service["ubatch_size"] or FORK_DEFAULTS["ubatch"], service.get("batch_size") or FORK_DEFAULTS["batch"])
 
 
 def _last_switch(fork: str, args: list[str], on: str, off: str) -> bool | None:

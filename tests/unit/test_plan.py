@@ -219,6 +219,24 @@ def test_cli_json_and_exit_status(models, tmp_path):
     assert r.returncode == 2 and "No such file" in r.stderr
 
 
+
+def test_cli_a_ubatch_over_the_batch_brings_its_batch_or_is_planned_as_the_server_clamps_it(models):
+    path = models["moe"].files[0]
+
+    def planned(*extra):
+        r = _cli(path, "--gpus", "24", "--ram", "100", "--ctx", "32768", "--json", *extra)
+        doc = json.loads(r.stdout)
+        args = doc["args"]
+        return doc["devices"][0]["compute"], {f: args[args.index(f) + 1] for f in ("--ubatch-size", "--batch-size")
+                                              if f in args}
+
+    big, big_args = planned("--ubatch", "4096")
+    assert big_args == {"--ubatch-size": "4096", "--batch-size": "4096"}   # else the server runs a 2048 ubatch
+    clamped, clamped_args = planned("--ubatch", "4096", "--batch", "2048")
+    assert clamped_args == {"--ubatch-size": "4096", "--batch-size": "2048"}
+    same, _ = planned("--ubatch", "2048")
+    assert clamped == same < big   # planned for the 2048 ubatch the server runs
+
 def test_no_kv_offload_books_the_cache_in_host_ram(models):
     """--no-kv-offload keeps every layer's KV cache in RAM: the GPUs' rows carry none of it, the host all."""
     model = models["glm47"]

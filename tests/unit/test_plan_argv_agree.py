@@ -18,6 +18,7 @@ TRAINED = 32768
 
 DECLARED = {
     "ubatch_size": [None, 128, 4096],
+    "batch_size": [None, 1024, 8192],
     "parallel": [None, 1, 4],
     "flash_attn": [None, "on", "off"],
     "cache_type_k": [None, "q8_0"],
@@ -48,7 +49,9 @@ def test_every_planned_setting_is_an_argument_or_the_forks_default(fork):
         service = doc["services"][0]
         s = settings(doc, service, _Model())
         argv = server_args(service, "/m.gguf", fork, None)
-        assert s.ubatch == int(_value(argv, "--ubatch-size") or FORK_DEFAULTS["ubatch"])
+        # both forks run min(--ubatch-size, --batch-size)
+        assert s.ubatch == min(int(_value(argv, "--ubatch-size") or FORK_DEFAULTS["ubatch"]),
+                               int(_value(argv, "--batch-size") or FORK_DEFAULTS["batch"]))
         assert s.parallel == (int(_value(argv, "--parallel")) if "--parallel" in argv else None)
         fa = _value(argv, "--flash-attn")
         assert s.flash_attn == (FORK_DEFAULTS["flash_attn"] if fa is None else fa != "off")

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# One device session's work, in the background (run_device.sh starts it once and follows it):
+#
+#   1. both CUDA builds (build_both.sh; ik at a lower priority, so that llama.cpp ends first), the three
+#      models (the Qwen3-30B-A3B-shaped Q8_0 of serve_bench, and the fidelity models from
+#      bench/fidelity/specs: a Qwen3.5-35B-A3B-shaped hybrid and a gpt-oss-20b-shaped model), the ballast;
+#   2. once llama.cpp is built: the ballast holds all of GPU 0 but KEEP_MIB, then the fidelity cases on
+#      llama.cpp (bench/fidelity/run_cases.py), while ik_llama.cpp still builds (memory does not depend on
+#      the CPU's load);
+#   3. once ik_llama.cpp is built: its fidelity cases, then the tune (run_tune.py), alone on the machine.
+#
+# Everything lands in WORK (/tmp/tunedev); WORK/session.log says where it is; WORK/session.done at the end.
+# Power limits and clocks are never touched.
+set -uo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE="$REPO/bench/tune_device"
+WORK=${WORK:-/tmp/tunedev}
+B="$WORK/build"
+KEEP_MIB=${KEEP_MIB:-24576}
+TUNE_MINUTES=${TUNE_MINUTES:-8}
+TUNE_ARGS=${TUNE_ARGS:---depth 1024 --tokens 64 --repetitions 5 --rounds 2 --finalists 0 --axes ubatch,margin,fork_options --ubatches 1024 --drop grouped_expert_routing,merge_qkv,gpu_margin_mib_768,^ubatch_size,^gpu_margin --load-timeout 240}
+export PYTHONPATH="$HERE/.carry/pydeps:$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
+T0=$(date +%s)
+say() { echo "[session t+$(( $(date +%s) - T0 ))s] $*"; }
+mkdir -p "$WORK/fidelity"
+
+say "start: $(nvidia-smi --query-gpu=name,memory.total,memory.used,power.limit --format=csv,noheader); $(nproc) cores"
+IK_NICE=19 MAIN_JOBS=$(nproc) IK_JOBS=$(nproc) setsid bash "$HERE/build_both.sh" "$WORK/src" "$B" "$(nproc)" \
+  > "$WORK/build_both.out" 2>&1 < /dev/null &
+nvcc -O2 -arch=sm_90 -o "$WORK/ballast" "$REPO/bench/seed_limits/ballast.cu" > "$WORK/ballast.build" 2>&1 || say "ballast build FAILED"
+python3 "$REPO/bench/serve_bench/write_model.py" "$WORK/model.gguf" > "$WORK/model.log" 2>&1 || say "model FAILED: $(tail -3 "$WORK/model.log")"
+for m in qwen35moe gpt-oss-20b; do
+  python3 "$REPO/bench/fidelity/write_model.py" "$REPO/bench/fidelity/specs/$m.json" "$WORK/$m.gguf" || say "$m FAILED"
+done
+say "models and ballast: $(ls -s "$WORK"/*.gguf | tr '\n' ' ')"
+
+until [ -f "$B/llama.cpp.done" ]; do sleep 5; done
+say "llama.cpp build: $(tr '\n' ' ' < "$B/llama.cpp.done")"
+grep -qx rc=0 "$B/llama.cpp.done" || { say "llama.cpp did not build"; tail -30 "$B/llama.cpp.log"; touch "$WORK/session.done"; exit 1; }
+
+setsid "$WORK/ballast" "$KEEP_MIB" 0 > "$WORK/ballast.out" 2> "$WORK/ballast.err" < /dev/null &
+for _ in $(seq 1 120); do grep -q READY "$WORK/ballast.out" 2>/dev/null && break; sleep 0.5; done
+grep -q READY "$WORK/ballast.out" || { say "the ballast did not get READY: $(cat "$WORK/ballast.err")"; touch "$WORK/session.done"; exit 1; }
+nvidia-smi --query-gpu=memory.total,memory.used,memory.free --format=csv | tee "$WORK/env-before.txt"
+
+fid() {  # fid FORK SERVER NAME MODEL [run_cases options]
+  local fork=$1 server=$2 name=$3 model=$4; shift 4
+  say "fidelity: $fork $name $*"
+  python3 "$REPO/bench/fidelity/run_cases.py" --fork "$fork" --server "$server" --model "$model" --name "$name" \
+    --out "$WORK/fidelity" "$@" >> "$WORK/fidelity.log" 2>&1
+}
+MAIN="$B/llama.cpp/bin/llama-server" IK="$B/ik_llama.cpp/bin/llama-server"
+fid llama.cpp "$MAIN" qwen3moe "$WORK/model.gguf" --n-vocab 7000
+fid llama.cpp "$MAIN" qwen35moe "$WORK/qwen35moe.gguf" --cache-type q8_0 --ubatch 512 --n-vocab 240000
+fid llama.cpp "$MAIN" gpt-oss-20b "$WORK/gpt-oss-20b.gguf" --ubatch 512 --n-vocab 200000
+rm -f "$WORK/qwen35moe.gguf" "$WORK/gpt-oss-20b.gguf"   # their page cache back to the machine
+say "llama.cpp fidelity done"
+
+until [ -f "$B/ik_llama.cpp.done" ]; do sleep 5; done
+say "ik_llama.cpp build: $(tr '\n' ' ' < "$B/ik_llama.cpp.done")"
+if grep -qx rc=0 "$B/ik_llama.cpp.done"; then
+  fid ik_llama.cpp "$IK" qwen3moe "$WORK/model.gguf" --n-vocab 7000
+  say "ik_llama.cpp fidelity done"
+else
+  say "ik_llama.cpp did not build"; tail -30 "$B/ik_llama.cpp.log"; IK=
+fi
+
+say "tune: $TUNE_ARGS (minutes $TUNE_MINUTES)"
+# shellcheck disable=SC2086
+python3 "$HERE/run_tune.py" --model "$WORK/model.gguf" --llama "$MAIN" ${IK:+--ik "$IK"} --out "$WORK/tune" \
+  --minutes "$TUNE_MINUTES" $TUNE_ARGS > "$WORK/tune.log" 2>&1
+say "tune ended: $?"
+pkill -f "$WORK/ballast" || true
+touch "$WORK/session.done"
+say "session done"
