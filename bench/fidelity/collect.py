@@ -69,10 +69,11 @@ def table(found: list[dict]) -> str:
         buffers = (f"{lg.get('total', 0):,} ({lg.get('model', 0):,} + {lg.get('kv', 0) + lg.get('rs', 0):,} + "
                    f"{lg.get('compute', 0):,})") if lg else "-"
         diff = f"{r['diff_mib']:+,}" if "diff_mib" in r else r["outcome"]
+        measured = f"{r['measured_mib']:,}" if r["measured_mib"] is not None else "-"
         verdict = ("ok" if r.get("within_target") else "MISSED") if "within_target" in r else "-"
         lines.append(f"| {r['fork']} | {r['model']} | {r['ctx'] // 1024}K | {r['ubatch']} | {r['parallel']} | "
                      f"{r['predicted_mib']:,} ({p['weights']:,} + {p['kv']:,} + {p['compute']:,}) | "
-                     f"{r['measured_mib'] if r['measured_mib'] is not None else '-':,} | {diff} | {buffers} | "
+                     f"{measured} | {diff} | {buffers} | "
                      f"{r.get('runtime_mib', '-')} | {verdict} |")
     return "\n".join(lines)
 

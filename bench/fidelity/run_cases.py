@@ -79,8 +79,8 @@ def run_case(args, name: str, ctx: int, ubatch: int, parallel: int) -> dict:
     doc["argv"] = argv
     logpath = os.path.join(args.out, f"{name}.log")
     doc["before"] = {k: v for k, v in gpu_state(0).items() if k != "t"}
-    log(f"{name}: planned {', '.join(f'{d['name']} {d['total'] / 2**20:.0f} MiB' for d in plan['devices'])} "
-        f"(fits: {rc == 0}); device used before {doc['before'].get('used')} MiB")
+    devices = ", ".join(f"{d['name']} {d['total'] / 2**20:.0f} MiB" for d in plan["devices"])
+    log(f"{name}: planned {devices} (fits: {rc == 0}); device used before {doc['before'].get('used')} MiB")
     log(f"{name}: $ {' '.join(argv)}")
     t0 = time.time()
     with open(logpath, "wb") as lf:
@@ -128,7 +128,7 @@ def run_case(args, name: str, ctx: int, ubatch: int, parallel: int) -> dict:
     doc["peak_pid_mib"] = sampler.peak_pid_mib
     doc["peak_host_hwm_bytes"] = sampler.peak_hwm or None
     before = doc["before"].get("used")
-    doc["measured_mib"] = (sampler.peak_used_mib - before) if sampler.peak_used_mib and before is not None else None
+    doc["measured_mib"] = (sampler.peak_used_mib - before) if None not in (sampler.peak_used_mib, before) else None
     with open(logpath, errors="replace") as f:
         doc["log_tail"] = f.read()[-3000:] if outcome != "serves" else None
     pred = plan["devices"][0]["total"] / 2**20 if plan["devices"] else None
@@ -172,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
                 with open(path + ".tmp", "w") as f:
                     json.dump(doc, f, indent=1)
                 os.replace(path + ".tmp", path)
+                if doc.get("request_status") == 0 and doc["outcome"] != "serves":
+                    log(f"{name}: the server took the request and never answered: the other cases of this "
+                        f"build are not run (its threads' stacks are in {path})")
+                    return 1
     return 0
 
 

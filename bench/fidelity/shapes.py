@@ -8,7 +8,7 @@ layer count to one period of its layer pattern (same widths), lets ``testbed.ora
 every tensor the pinned llama.cpp's loader asks for, with the shape it expects, then repeats each layer's
 tensors over the real layer count by the layer's place in the pattern. The types are a quant's: expert
 matrices as the model's file has them, other matrices Q8_0 where their rows allow it, vectors and
-convolutions F32. OUT_DIR/NAME.json is {"meta": header, "tensors": [[name, shape, type], ...]};
+convolutions and biases F32. OUT_DIR/NAME.json is {"meta": header, "tensors": [[name, shape, type], ...]};
 ``write_model.py`` writes the GGUF from it on the GPU machine (data a sparse hole), where no llama.cpp
 has been built for the CPU.
 """
@@ -47,11 +47,11 @@ def gpt_oss_20b_header() -> tuple[dict, int, int, tuple[str, ...]]:
     return meta | synth.tokenizer_meta(s.n_vocab), s.n_layer, 2, ()
 
 
-MODELS = {"qwen35moe": (qwen35moe_header, "Q4_K"), "gpt-oss-20b": (gpt_oss_20b_header, "MXFP4")}
+MODELS = {"qwen35moe": (qwen35moe_header, "Q8_0"), "gpt-oss-20b": (gpt_oss_20b_header, "MXFP4")}
 
 
 def type_of(name: str, shape: tuple[int, ...], expert_type: str) -> str:
-    if len(shape) < 2 or "conv1d" in name or name.endswith(("ssm_a", "ssm_dt.bias", "attn_sinks.weight")):
+    if len(shape) < 2 or "conv1d" in name or name.endswith((".bias", "ssm_a", "attn_sinks.weight")):
         return "F32"
     if "_exps." in name and shape[0] % 32 == 0:
         return expert_type if shape[0] % (256 if expert_type.endswith("_K") else 32) == 0 else "Q8_0"
@@ -98,8 +98,11 @@ def main(argv: list[str]) -> int:
         size = sum(synth_nbytes(s, t) for _n, s, t in tensors)
         print(f"{name}: {len(tensors)} tensors, {size / 2**30:.2f} GiB; llama.cpp at 32K: KV {sized.kv_mib} MiB "
               f"({sized.kv_layers} layers), recurrent state {sized.state_mib} MiB", flush=True)
+        # the vocabulary is written again by write_model.py (synth.tokenizer_meta), not kept in the spec
+        header = {k: v for k, v in meta.items() if not k.startswith("tokenizer.")}
+        tokenizer = {"n_vocab": len(meta["tokenizer.ggml.tokens"]), "pre": meta["tokenizer.ggml.pre"]}
         with open(out_dir / f"{name}.json", "w") as f:
-            json.dump({"meta": meta, "tensors": tensors}, f)
+            json.dump({"meta": header, "tokenizer": tokenizer, "tensors": tensors}, f, indent=0)
     return 0
 
 

@@ -22,7 +22,8 @@ def main(argv: list[str]) -> int:
     with open(argv[0]) as f:
         spec = json.load(f)
     rows = [(name, tuple(shape), type_name) for name, shape, type_name in spec["tensors"]]
-    size = synth.write_gguf(argv[1], spec["meta"], rows)
+    meta = spec["meta"] | synth.tokenizer_meta(spec["tokenizer"]["n_vocab"], pre=spec["tokenizer"]["pre"])
+    size = synth.write_gguf(argv[1], meta, rows)
     print(f"write_model: {argv[1]}: {len(rows)} tensors, {os.path.getsize(argv[1]) / 2**30:.2f} GiB "
           f"(write_gguf said {size})", flush=True)
     return 0

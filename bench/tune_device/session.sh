@@ -18,7 +18,7 @@ WORK=${WORK:-/tmp/tunedev}
 B="$WORK/build"
 KEEP_MIB=${KEEP_MIB:-24576}
 TUNE_MINUTES=${TUNE_MINUTES:-8}
-TUNE_ARGS=${TUNE_ARGS:---depth 1024 --tokens 64 --repetitions 5 --rounds 2 --finalists 0 --axes ubatch,margin,fork_options --ubatches 1024 --drop grouped_expert_routing,merge_qkv,gpu_margin_mib_768,^ubatch_size,^gpu_margin --load-timeout 240}
+TUNE_ARGS=${TUNE_ARGS:---depth 1024 --tokens 64 --repetitions 5 --rounds 2 --finalists 2 --axes ubatch,margin,fork_options --ubatches 1024 --drop grouped_expert_routing,merge_qkv,gpu_margin_mib_768,^ubatch_size,^gpu_margin --load-timeout 240}
 export PYTHONPATH="$HERE/.carry/pydeps:$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
 T0=$(date +%s)
 say() { echo "[session t+$(( $(date +%s) - T0 ))s] $*"; }
@@ -27,6 +27,15 @@ mkdir -p "$WORK/fidelity"
 say "start: $(nvidia-smi --query-gpu=name,memory.total,memory.used,power.limit --format=csv,noheader); $(nproc) cores"
 IK_NICE=19 MAIN_JOBS=$(nproc) IK_JOBS=$(nproc) setsid bash "$HERE/build_both.sh" "$WORK/src" "$B" "$(nproc)" \
   > "$WORK/build_both.out" 2>&1 < /dev/null &
+BUILD_PID=$!
+built() {  # built FORK: waits for FORK's build to end; false when it failed (or build_both.sh died first)
+  until [ -f "$B/$1.done" ]; do
+    kill -0 "$BUILD_PID" 2>/dev/null || [ -f "$B/$1.done" ] || { say "build_both.sh ended without $1: $(tail -5 "$WORK/build_both.out")"; return 1; }
+    sleep 5
+  done
+  say "$1 build: $(tr '\n' ' ' < "$B/$1.done")"
+  grep -qx rc=0 "$B/$1.done" || { say "$1 did not build:"; tail -30 "$B/$1.log"; return 1; }
+}
 nvcc -O2 -arch=sm_90 -o "$WORK/ballast" "$REPO/bench/seed_limits/ballast.cu" > "$WORK/ballast.build" 2>&1 || say "ballast build FAILED"
 python3 "$REPO/bench/serve_bench/write_model.py" "$WORK/model.gguf" > "$WORK/model.log" 2>&1 || say "model FAILED: $(tail -3 "$WORK/model.log")"
 for m in qwen35moe gpt-oss-20b; do
@@ -34,9 +43,7 @@ for m in qwen35moe gpt-oss-20b; do
 done
 say "models and ballast: $(ls -s "$WORK"/*.gguf | tr '\n' ' ')"
 
-until [ -f "$B/llama.cpp.done" ]; do sleep 5; done
-say "llama.cpp build: $(tr '\n' ' ' < "$B/llama.cpp.done")"
-grep -qx rc=0 "$B/llama.cpp.done" || { say "llama.cpp did not build"; tail -30 "$B/llama.cpp.log"; touch "$WORK/session.done"; exit 1; }
+built llama.cpp || { touch "$WORK/session.done"; exit 1; }
 
 setsid "$WORK/ballast" "$KEEP_MIB" 0 > "$WORK/ballast.out" 2> "$WORK/ballast.err" < /dev/null &
 for _ in $(seq 1 120); do grep -q READY "$WORK/ballast.out" 2>/dev/null && break; sleep 0.5; done
@@ -56,13 +63,11 @@ fid llama.cpp "$MAIN" gpt-oss-20b "$WORK/gpt-oss-20b.gguf" --ubatch 512 --n-voca
 rm -f "$WORK/qwen35moe.gguf" "$WORK/gpt-oss-20b.gguf"   # their page cache back to the machine
 say "llama.cpp fidelity done"
 
-until [ -f "$B/ik_llama.cpp.done" ]; do sleep 5; done
-say "ik_llama.cpp build: $(tr '\n' ' ' < "$B/ik_llama.cpp.done")"
-if grep -qx rc=0 "$B/ik_llama.cpp.done"; then
+if built ik_llama.cpp; then
   fid ik_llama.cpp "$IK" qwen3moe "$WORK/model.gguf" --n-vocab 7000
   say "ik_llama.cpp fidelity done"
 else
-  say "ik_llama.cpp did not build"; tail -30 "$B/ik_llama.cpp.log"; IK=
+  IK=
 fi
 
 say "tune: $TUNE_ARGS (minutes $TUNE_MINUTES)"
