@@ -34,6 +34,9 @@ models = {}
 models_dir = "/var/lib/llamarig/models"
 services = []
 service_user = "llama"
+# llama.cpp rpc-servers lending this rig's GPUs (or CPU) to services of other rigs (`rpc_workers`), e.g.
+# [{"name": "garage", "host": "192.168.10.2", "gpus": [0, 1]}]; rpc-server has no authentication: bind a private address
+rpc_servers = []
 
 # --- power ---
 power_limit_w = None  # watts for every GPU; None leaves limits alone

@@ -26,6 +26,7 @@ REGEX_WORDS = {
     S.TARGET_REGEX: "a CMake target name such as llama-server",
     S.ABSOLUTE_REGEX: "an absolute path such as /opt/llamarig",
     S.HTTP_REGEX: "an http:// or https:// URL such as https://huggingface.co",
+    S.WORKER_REGEX: "a host of the inventory, or HOST/NAME of one of its rpc_servers, such as garage/gpu1",
     S.USER_REGEX: "a user name of lower-case letters, digits, '-' and '_', at most 32 characters, such as llama",
 }
 

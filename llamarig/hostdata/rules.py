@@ -181,7 +181,54 @@ def cross_check(host: str, doc: dict) -> list[Problem]:
             _service_rules(doc, i, svc, bad, seen_names, seen_ports, used_gpus, n_gpus)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):
             continue  # a shape the schema refused: its problems are reported already
+    try:
+        _rpc_server_rules(doc, bad, seen_names, seen_ports, used_gpus, n_gpus)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        pass
     return problems
+
+
+WILDCARDS = ("0.0.0.0", "::", "[::]", "*", "")
+
+
+def _rpc_server_rules(doc, bad, service_names, service_ports, used_gpus, n_gpus) -> None:
+    """A rig's rpc_servers: names and ports its own, lent GPUs nobody else uses, no wildcard bind unless said."""
+    seen: dict[str, int] = {}
+    ports: dict[int, str] = {}
+    lent: dict[int, int] = {}
+    if doc["rpc_servers"] and doc["build_fork"] != "llama.cpp":
+        bad("rpc_servers", [s.get("name") for s in doc["rpc_servers"] if isinstance(s, dict)],
+            "[] on an ik_llama.cpp rig (llamarig runs llama.cpp's rpc-server only; build_fork: llama.cpp)")
+    for i, srv in enumerate(doc["rpc_servers"] or []):
+        where = f"rpc_servers[{i}]"
+        if srv["name"] in seen:
+            bad(f"{where}.name", srv["name"], f"a name no other RPC server of this rig has (rpc_servers[{seen[srv['name']]}] has it)")
+        seen.setdefault(srv["name"], i)
+        if f"rpc-{srv['name']}" in service_names:
+            bad(f"{where}.name", srv["name"], f"a name whose unit llamarig-rpc-{srv['name']}.service is no service's "
+                                              f"(services[{service_names[f'rpc-' + srv['name']]}] is named rpc-{srv['name']})")
+        port = srv["port"]
+        if port in ports or port in service_ports:
+            other = ports.get(port) or f"services[{service_ports[port]}]"
+            bad(f"{where}.port", port, f"a port no service or other RPC server of this rig uses ({other} has it)")
+        ports.setdefault(port, where)
+        if srv["host"] in WILDCARDS or srv["host"].strip("[]") in ("0.0.0.0", "::"):
+            if not srv["any_address"]:
+                bad(f"{where}.host", srv["host"], "one address of a private network (rpc-server has no authentication: "
+                                                  "a wildcard bind needs any_address: true)")
+            if not srv["address"]:
+                bad(f"{where}.address", srv["address"], "the address main rigs connect to (host binds a wildcard)")
+        gpus = srv["gpus"] if srv["gpus"] is not None else list(range(n_gpus or 0))
+        for j, g in enumerate(gpus):
+            if n_gpus is not None and g >= n_gpus:
+                bad(f"{where}.gpus[{j}]", g, f"a GPU index below {n_gpus} (the rig declares {n_gpus} GPU(s))")
+            elif g in used_gpus:
+                bad(f"{where}.gpus", srv["gpus"], f"GPUs no service of this rig uses (GPU {g} is in services[{used_gpus[g]}])")
+            elif g in lent:
+                bad(f"{where}.gpus", srv["gpus"], f"GPUs no other RPC server lends (GPU {g} is in rpc_servers[{lent[g]}])")
+            lent.setdefault(g, i)
+        if not gpus and doc["ram_gib"] is None:
+            bad(f"{where}.gpus", srv["gpus"], "GPUs to lend, or ram_gib set (a lent CPU is planned with the rig's RAM)")
 
 
 def _service_rules(doc, i, svc, bad, seen_names, seen_ports, used_gpus, n_gpus) -> None:
@@ -257,6 +304,9 @@ def _service_rules_without_gpus(doc, where, svc, bad) -> None:
         for arg in args:
             if arg.split("=", 1)[0] in PLACEMENT_FLAGS:
                 bad(f"{where}.extra_args", arg, "no placement flag with placement: auto (the planner sets them)")
+    if svc["rpc_workers"] and doc["build_fork"] != "llama.cpp":
+        bad(f"{where}.rpc_workers", svc["rpc_workers"], "[] on an ik_llama.cpp rig (llamarig plans llama.cpp's RPC "
+                                                        "devices only; build_fork: llama.cpp)")
     if doc["build_fork"] in FORKS:  # else refused by the schema: the fork is unknown
         for key, value, expected in fork_problems(doc["build_fork"], svc):
             bad(f"{where}.{key}", value, expected)

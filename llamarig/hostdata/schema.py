@@ -35,6 +35,7 @@ TARGET_REGEX = r"^[A-Za-z0-9_.-]+$"
 ABSOLUTE_REGEX = r"^/.*"
 HTTP_REGEX = r"^https?://.+"
 USER_REGEX = r"^[a-z_][a-z0-9_-]{0,31}$"  # useradd refuses names longer than 32
+WORKER_REGEX = r"^[^\s/]+(/[a-z0-9][a-z0-9_-]{0,62})?$"  # HOST or HOST/RPC-SERVER-NAME
 INT_MAX = 2**31 - 1  # llama-server parses its integer flags with std::stoi
 
 
@@ -163,6 +164,34 @@ SERVICE_SCHEMA = {
                     "keysrules": {"type": "string", "regex": ENV_NAME_REGEX},
                     "valuesrules": {"type": "string"},
                     "meta": _doc("extra environment of the unit", {"GGML_CUDA_GRAPH_OPT": "1"})},
+    "rpc_workers": {"type": "list", "default": [], "schema": {"type": "string", "regex": WORKER_REGEX},
+                    "meta": _doc("other rigs of the inventory whose `rpc_servers` this service uses through llama.cpp's "
+                                 "RPC backend (`--rpc`): `HOST` (all of that rig's RPC servers) or `HOST/NAME`; their "
+                                 "devices are planned with this rig's GPUs and RAM", ["garage", "office/gpu1"])},
+}
+
+RPC_SERVER_SCHEMA = {
+    "name": {"type": "string", "required": True, "regex": NAME_REGEX,
+             "meta": _doc("the RPC server's name; its unit is `llamarig-rpc-NAME.service`", "garage")},
+    "host": {"type": "string", "required": True, "empty": False,
+             "meta": _doc("the address `rpc-server` binds (`-H`): one address of a private network; `rpc-server` "
+                          "has no authentication, so `0.0.0.0` or `::` needs `any_address: true`", "192.168.10.2")},
+    "port": {"type": "integer", "default": 50052, "min": 1, "max": 65535, "meta": _doc("`-p`", 50052)},
+    "address": _nullable({"type": "string", "default": None, "empty": False,
+                          "meta": _doc("the address the main rigs connect to; null: `host` (needed when `host` is a "
+                                       "wildcard)", "192.168.10.2")}),
+    "any_address": {"type": "boolean", "default": False,
+                    "meta": _doc("true: allow binding a wildcard address (`0.0.0.0`, `::`), reachable from every "
+                                 "network the rig is on", False)},
+    "gpus": _nullable({"type": "list", "default": None, "schema": {"type": "integer", "min": 0},
+                       "meta": _doc("indices of the rig's `gpus` it lends (`-d CUDA0,...`); null: all of them; []: "
+                                    "its CPU and `ram_gib` instead", [0, 1])}),
+    "threads": _nullable({"type": "integer", "default": None, "min": 1, "max": INT_MAX,
+                          "meta": _doc("`-t`, threads of a lent CPU", 8)}),
+    "cache": {"type": "boolean", "default": True,
+              "meta": _doc("`-c`: keep received tensors in a local cache (loads after the first are fast)", True)},
+    "cache_max_gib": {"type": "number", "default": 64, "min": 1,
+                      "meta": _doc("the cache is pruned to this size (least recently used first) before every start", 64)},
 }
 
 SCHEMA = {
@@ -229,6 +258,11 @@ SCHEMA = {
     "services": {"type": "list", "required": True,
                  "schema": {"type": "dict", "schema": SERVICE_SCHEMA},
                  "meta": _doc("llama-server instances of the rig", [{"name": "glm", "model": "glm47", "port": 8000}])},
+    "rpc_servers": {"type": "list", "required": True,
+                    "schema": {"type": "dict", "schema": RPC_SERVER_SCHEMA},
+                    "meta": _doc("llama.cpp `rpc-server`s this rig runs, lending its GPUs (or CPU) to the services of "
+                                 "other rigs that name it in `rpc_workers`; the link must be a private network",
+                                 [{"name": "garage", "host": "192.168.10.2", "gpus": [0, 1]}])},
     "service_user": {"type": "string", "required": True, "regex": USER_REGEX,
                      "meta": _doc("system user the servers run as", "llama")},
     "power_limit_w": _nullable({"type": "number", "required": True,

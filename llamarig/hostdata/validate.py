@@ -15,6 +15,7 @@ import re
 from llamarig.hostdata import messages, values
 from llamarig.hostdata.problems import _MISSING, Key, Masked, Problem, format_path, format_problems
 from llamarig.hostdata.rules import PLACEMENT_FLAGS, _SECRET_NAME, _secret_arg, cross_check, service_gpus, value_problems
+from llamarig.hostdata.rpc_links import link_rpc
 from llamarig.hostdata.schema import FOREIGN_KEY_PREFIXES, FORKS, SCHEMA
 
 # What callers import from here: the pipeline, and the problem and rule names it is made of.
@@ -137,7 +138,8 @@ def _under(path: str, bad: set[str]) -> bool:
 
 
 def validate_all(hosts: list[tuple[str, dict]]) -> tuple[dict[str, dict], list[Problem]]:
-    """Validate every host; returns the normalized data of the valid ones and all problems."""
+    """Validate every host, then what one host says of another (``rpc_workers``, rpc_links.py); returns the
+    normalized data of the valid ones and all problems."""
     docs: dict[str, dict] = {}
     problems: list[Problem] = []
     for name, data in hosts:
@@ -145,4 +147,7 @@ def validate_all(hosts: list[tuple[str, dict]]) -> tuple[dict[str, dict], list[P
         problems += host_problems
         if not host_problems:
             docs[name] = doc
-    return docs, problems
+    linked = link_rpc(docs, {name for name, _ in hosts})
+    for host in {p.host for p in linked}:
+        docs.pop(host, None)
+    return docs, problems + linked

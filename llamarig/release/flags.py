@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from llamarig.release import rpc
+
 
 def _num(value: Any) -> str:
     """Numbers as llama.cpp users write them: 1 not 1.0, 0.95 not 0.9500."""
@@ -103,7 +105,10 @@ def server_args(service: dict, model_path: str, fork: str = "llama.cpp", placeme
     """
     if placement is not None:
         service = {**service, **placement_values(placement, fork)}
-    args = ["--model", model_path]
+        # the planner numbers a service's devices RPC first; llama.cpp names them RPC<k>[HOST:PORT] (rpc.py)
+        service["tensor_overrides"] = [[p, rpc.to_llama(d, service)] for p, d in service["tensor_overrides"]]
+    # --rpc before every --override-tensor: llama-server looks an override's device up as it parses it
+    args = ["--model", model_path, *rpc.rpc_arg(service)]
     for key, flag, fmt in VALUE_FLAGS:
         value = service.get(key)
         if value is not None:

@@ -16,6 +16,7 @@ from llamarig.planner.memory import GiB, MiB, Settings
 from llamarig.planner.placement import Flags
 from llamarig.planner.plan import Plan, evaluate, plan
 from llamarig.hostdata.validate import service_gpus
+from llamarig.release import rpc
 
 PLACEMENT_KEYS = ("n_gpu_layers", "tensor_split", "tensor_overrides", "n_cpu_moe", "cpu_moe", "fit")
 
@@ -81,8 +82,11 @@ def _int_arg(fork: str, args: list[str], flag: str, default: int) -> int:
 
 
 def flags_of(service: dict, n_devices: int) -> Flags:
+    """The declared placement as the planner sees it (its devices numbered as the planner does: a service's
+    RPC devices first, rpc.py)."""
     return Flags(n_devices, service["n_gpu_layers"], service["tensor_split"],
-                 [tuple(p) for p in service["tensor_overrides"]], service["n_cpu_moe"], bool(service["cpu_moe"]))
+                 [(p[0], rpc.to_planner(p[1], service)) for p in service["tensor_overrides"]],
+                 service["n_cpu_moe"], bool(service["cpu_moe"]))
 
 
 def checkable(doc: dict, service: dict) -> bool:
@@ -90,7 +94,7 @@ def checkable(doc: dict, service: dict) -> bool:
     left to llama.cpp's start-up fit (its default when no placement flag is given)."""
     if service.get("placement") == "auto":
         return True
-    if service["split_mode"] not in (None, "layer") or not service_gpus(doc, service):
+    if service["split_mode"] not in (None, "layer") or not (service_gpus(doc, service) or rpc.devices(service)):
         return False
     if doc["build_fork"] == "llama.cpp" and service["fit"] is not False:
         return any(service[k] not in (None, [], False) for k in PLACEMENT_KEYS if k != "fit")
@@ -121,9 +125,10 @@ def plan_rig(doc: dict, models: dict[str, ModelInfo]) -> dict[str, ServicePlan]:
     for svc in [s for s in services if s.get("placement") != "auto"]:
         gpus = service_gpus(doc, svc)
         model = models[svc["model"]]
-        p = evaluate(model, flags_of(svc, len(gpus)), [memory_of[g] for g in gpus], ram, settings(doc, svc, model),
-                     margin, split_mode=svc["split_mode"])
-        for row, g in zip(p.devices, gpus):
+        remote = rpc.budgets(svc, margin)  # a service's RPC devices come first, as llama.cpp orders them
+        p = evaluate(model, flags_of(svc, len(remote) + len(gpus)), remote + [memory_of[g] for g in gpus], ram,
+                     settings(doc, svc, model), margin, split_mode=svc["split_mode"])
+        for row, g in zip(p.devices[len(remote):], gpus):
             used[g] += row.total
         host_used += p.host["total"]
         out[svc["name"]] = ServicePlan(svc["name"], False, p)
@@ -134,7 +139,8 @@ def plan_rig(doc: dict, models: dict[str, ModelInfo]) -> dict[str, ServicePlan]:
         model = models[svc["model"]]
         budget = [(memory_of[g] - used[g] - margin) // max(sharing[g], 1) + margin for g in gpus]
         host = None if ram is None else (ram - host_used) // max(len(autos), 1)
-        out[svc["name"]] = ServicePlan(svc["name"], True, plan(model, budget, host, settings(doc, svc, model), margin))
+        out[svc["name"]] = ServicePlan(svc["name"], True, plan(model, rpc.budgets(svc, margin) + budget, host,
+                                                               settings(doc, svc, model), margin))
     return out
 
 

@@ -14,6 +14,7 @@ import copy
 from dataclasses import dataclass, field
 
 from llamarig import layout
+from llamarig.hostdata.rpc_links import relink, unlinked
 from llamarig.hostdata.validate import validate_host
 from llamarig.release.assemble import assumed_facts, facts_from_lock, make_release
 from llamarig.release.resolve import LockUse, resolve_rig
@@ -64,9 +65,11 @@ def release_for(host: str, data: dict, locks, lookups, rig_facts=None, *, previe
     """Host data released as a deploy would: validated, resolved with the rig's lock entry reused (its commit and
     files kept, the rest looked up), built for ``rig_facts`` (what the rig reported; None: the lock entry's, else
     what a preview assumes). (rig, release, None), or (None, None, the problems in words)."""
+    data, links = unlinked(data)  # what another rig's data said (rpc_devices) is kept, not validated again
     normalized, problems = validate_host(host, data)
     if problems:
         return None, None, "; ".join(f"{p.path}: {p.expected}" for p in problems[:3])
+    relink(normalized, links)
     path, entries = locks
     entry = entries.get(host) if entries is not None else None
     use = LockUse(path, entry, mode="reuse") if entries is not None else None

@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from llamarig.hostdata.schema import GPU_SCHEMA, MODEL_SCHEMA, SAMPLING_SCHEMA, SCHEMA, SERVICE_SCHEMA
+from llamarig.hostdata.schema import GPU_SCHEMA, MODEL_SCHEMA, RPC_SERVER_SCHEMA, SAMPLING_SCHEMA, SCHEMA, SERVICE_SCHEMA
 from llamarig.hostdata.validate import validate_all, validate_host
 
 from .helpers import rig
@@ -35,6 +35,9 @@ def gemma(**kw) -> dict:
 def ik(*services) -> dict:
     return {"build_fork": "ik_llama.cpp", "services": list(services)}
 
+
+# A worker rig: no service of its own, one RPC server lending its two GPUs on a private address.
+W = {"services": [], "rpc_servers": [{"name": "garage", "host": "10.0.0.2"}]}
 
 # Two services on one GPU each: a second service that does not collide by itself.
 EMBED = {"name": "embed", "model": "gemma", "port": 8081, "gpus": [1]}
@@ -592,6 +595,61 @@ BAD = [
     ("tune_forks without llama-server", {"tune_forks": [{"build_fork": "ik_llama.cpp", "build_git_url": "u",
                                                          "build_ref": "m", "build_targets": ["llama-bench"]}]},
      ["r1: tune_forks[0].build_targets = ['llama-bench']: expected a list that includes llama-server"]),
+    # --- one model over several rigs: rpc_servers on a worker, rpc_workers on a main rig's service
+    ("rpc server binding every address", {"services": [], "rpc_servers": [{"name": "w", "host": "0.0.0.0"}]}, [
+        "r1: rpc_servers[0].host = '0.0.0.0': expected one address of a private network (rpc-server has no authentication: a wildcard bind needs any_address: true)",
+        'r1: rpc_servers[0].address = None: expected the address main rigs connect to (host binds a wildcard)',
+    ]),
+    ("rpc server without an address", {"services": [], "rpc_servers": [{"name": "w"}]}, [
+        'r1: rpc_servers[0].host = (missing): expected this key to be set',
+    ]),
+    ("rpc server port out of range", {"services": [], "rpc_servers": [{"name": "w", "host": "10.0.0.2", "port": 70000}]}, [
+        'r1: rpc_servers[0].port = 70000: expected a value of at most 65535',
+    ]),
+    ("rpc server lends a GPU the rig lacks", {"services": [], "rpc_servers": [{"name": "w", "host": "10.0.0.2", "gpus": [5]}]}, [
+        'r1: rpc_servers[0].gpus[0] = 5: expected a GPU index below 2 (the rig declares 2 GPU(s))',
+    ]),
+    ("rpc server lends a service's GPU", {"rpc_servers": [{"name": "w", "host": "10.0.0.2", "gpus": [0]}]}, [
+        'r1: rpc_servers[0].gpus = [0]: expected GPUs no service of this rig uses (GPU 0 is in services[0])',
+    ]),
+    ("rpc servers of one name", {"services": [], "rpc_servers": [{"name": "w", "host": "10.0.0.2", "gpus": [0]}, {"name": "w", "host": "10.0.0.2", "port": 50053, "gpus": [1]}]}, [
+        "r1: rpc_servers[1].name = 'w': expected a name no other RPC server of this rig has (rpc_servers[0] has it)",
+    ]),
+    ("rpc server on a service's port", {"services": [svc(gpus=[0])], "rpc_servers": [{"name": "w", "host": "10.0.0.2", "port": 8080, "gpus": [1]}]}, [
+        'r1: rpc_servers[0].port = 8080: expected a port no service or other RPC server of this rig uses (services[0] has it)',
+    ]),
+    ("rpc server bad values", {"services": [], "rpc_servers": [{"name": "W!", "host": "10.0.0.2", "threads": 0, "cache": "yes", "cache_max_gib": 0, "address": "", "any_address": "no"}]}, [
+        "r1: rpc_servers[0].address = '': expected a non-empty value",
+        "r1: rpc_servers[0].any_address = 'no': expected true or false (Python: True or False): write False, not 'no'",
+        "r1: rpc_servers[0].cache = 'yes': expected true or false (Python: True or False): write True, not 'yes'",
+        'r1: rpc_servers[0].cache_max_gib = 0: expected a value of at least 1',
+        "r1: rpc_servers[0].name = 'W!': expected a name of lower-case letters, digits, '-' and '_', starting with a letter or a digit, at most 63 characters",
+        'r1: rpc_servers[0].threads = 0: expected a value of at least 1',
+    ]),
+    ("rpc server on ik", {"build_fork": "ik_llama.cpp", "services": [], "rpc_servers": [{"name": "w", "host": "10.0.0.2"}]}, [
+        "r1: rpc_servers = ['w']: expected [] on an ik_llama.cpp rig (llamarig runs llama.cpp's rpc-server only; build_fork: llama.cpp)",
+    ]),
+    ("rpc_workers names no host", [("r1", {"services": [svc(rpc_workers=["r9"])]}), ("r2", W)], [
+        "r1: services[0].rpc_workers[0] = 'r9': expected a host of this inventory that declares rpc_servers (those that do: r2)",
+    ]),
+    ("rpc_workers names the rig itself", [("r1", {"services": [svc(rpc_workers=["r1"])], "rpc_servers": []})], [
+        "r1: services[0].rpc_workers[0] = 'r1': expected another rig (a service uses its own GPUs directly, not through RPC)",
+    ]),
+    ("rpc_workers on another ref", [("r1", {"services": [svc(rpc_workers=["r2"])]}), ("r2", dict(W, build_ref="b9999"))], [
+        "r1: services[0].rpc_workers[0] = 'r2': expected a worker building the same llama.cpp (the RPC protocol changes between versions): build_ref is 'b9999' on r2, 'master' here",
+    ]),
+    ("rpc_workers names an unknown server", [("r1", {"services": [svc(rpc_workers=["r2/office"])]}), ("r2", W)], [
+        "r1: services[0].rpc_workers[0] = 'r2/office': expected an RPC server r2 declares (its rpc_servers: garage)",
+    ]),
+    ("rpc_workers on ik", {**ik(svc(rpc_workers=["r2"]))}, [
+        "r1: services[0].rpc_workers = ['r2']: expected [] on an ik_llama.cpp rig (llamarig plans llama.cpp's RPC devices only; build_fork: llama.cpp)",
+    ]),
+    ("rpc_workers with a space", {"services": [svc(rpc_workers=["r 2"])]}, [
+        "r1: services[0].rpc_workers[0] = 'r 2': expected a host of the inventory, or HOST/NAME of one of its rpc_servers, such as garage/gpu1",
+    ]),
+    ("rpc_workers not a list", {"services": [svc(rpc_workers="r2")]}, [
+        "r1: services[0].rpc_workers = 'r2': expected a list, such as ['r2']",
+    ]),
     ("service_user root", {"service_user": "root"}, [
         "r1: service_user = 'root': expected a user other than root (the hardened units run the servers unprivileged)",
     ]),
@@ -753,6 +811,11 @@ BAD = [
 
 
 VALID = [
+    ("a main rig and its RPC worker", [("r1", {"services": [svc(rpc_workers=["r2"])]}), ("r2", W)]),
+    ("a worker lending its CPU, bound everywhere by choice",
+     [("r1", {"services": [svc(rpc_workers=["r2/cpu"])]}),
+      ("r2", {"services": [], "ram_gib": 64, "rpc_servers": [{"name": "cpu", "host": "0.0.0.0", "any_address": True,
+                                                               "address": "10.0.0.2", "gpus": []}]})]),
     ("IPv6 any address", {"services": [svc(host="::")]}),
     ("IPv6 loopback", {"services": [svc(host="::1")]}),
     ("IPv4 any address", {"services": [svc(host="0.0.0.0")]}),
@@ -849,4 +912,5 @@ def test_every_key_of_the_schema_has_a_mistake_in_the_corpus():
     keys = set(SCHEMA)
     keys |= {f"gpus.{k}" for k in GPU_SCHEMA} | {f"models.*.{k}" for k in MODEL_SCHEMA}
     keys |= {f"services.{k}" for k in SERVICE_SCHEMA} | {f"services.sampling.{k}" for k in SAMPLING_SCHEMA}
+    keys |= {f"rpc_servers.{k}" for k in RPC_SERVER_SCHEMA}
     assert sorted(keys - named) == []

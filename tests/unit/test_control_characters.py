@@ -114,12 +114,22 @@ VALUES = {
     "services[].environment{value}": (["1", "a b \"c\" $X 100%"],
                                       lambda v: {"services": [svc(environment={"GGML_X": v})]},
                                       "services[0].environment.GGML_X"),
+    "services[].rpc_workers[]": (["garage", "office.lan/gpu1"], lambda v: {"services": [svc(rpc_workers=[v])]},
+                                 "services[0].rpc_workers[0]"),
+    "rpc_servers[].name": (["garage", "gpu-1"], lambda v: _rpc(name=v), "rpc_servers[0].name"),
+    "rpc_servers[].host": (["10.0.0.2", "fd00::2", "garage.lan"], lambda v: _rpc(host=v), "rpc_servers[0].host"),
+    "rpc_servers[].address": (["10.0.0.2", "garage.lan"], lambda v: _rpc(address=v), "rpc_servers[0].address"),
     # Not a rule of its own in the schema (a list of architectures is checked by validate.py), but its items
     # reach the CMake command line too.
     "build_cuda_architectures[]": (["86", "90a", "120-real"], lambda v: {"build_cuda_architectures": [v]},
                                    "build_cuda_architectures[0]"),
 }
 OUTSIDE_SCHEMA_RULES = {"build_cuda_architectures[]"}
+
+
+def _rpc(**kw) -> dict:
+    """A rig lending its GPUs through one RPC server (and serving nothing itself)."""
+    return {"services": [], "rpc_servers": [{"name": "garage", "host": "10.0.0.2", **kw}]}
 
 
 def string_slots(schema: dict, prefix: str = ""):
