@@ -113,6 +113,25 @@ def unit_name(service_name: str) -> str:
     return f"llamarig-{service_name}.service"
 
 
+def rpc_unit_name(server_name: str) -> str:
+    """The unit of one of a rig's rpc_servers (llama.cpp's rpc-server)."""
+    return f"llamarig-rpc-{server_name}.service"
+
+
+def rpc_binary(prefix: str) -> str:
+    return posixpath.join(prefix, "bin", "rpc-server")
+
+
+def rpc_home(server_name: str) -> str:
+    """HOME of an rpc-server (its StateDirectory=)."""
+    return posixpath.join(STATE_DIR, f"rpc-{server_name}")
+
+
+def rpc_cache(server_name: str) -> str:
+    """Where an rpc-server keeps its tensor cache: $LLAMA_CACHE/rpc, LLAMA_CACHE being its CacheDirectory=."""
+    return posixpath.join("/var/cache/llamarig", f"rpc-{server_name}", "rpc")
+
+
 CREDENTIALS_DIR = posixpath.join(CONFIG_DIR, "credentials")
 
 

@@ -16,6 +16,7 @@ FETCH = "llamarig-fetch-model.py"
 CHECK = "llamarig-check.py"
 BENCH = "llamarig-bench.py"
 TUNE = "llamarig-tune.py"
+RPC_CACHE = "llamarig-rpc-cache.py"
 
 
 def path(name: str) -> Path:

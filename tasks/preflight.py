@@ -23,6 +23,7 @@ from pyinfra import host, state
 from pyinfra.context import ctx_host
 
 from llamarig import layout
+from llamarig.hostdata.rpc_links import users
 from llamarig.hostdata.validate import Problem, format_problems, validate_all
 from llamarig.release import lock
 from llamarig.release.flags import placement_words
@@ -88,6 +89,23 @@ _deployments: dict[int, dict[str, Deployment] | None] = {}
 _lock = threading.Lock()
 
 
+def rpc_limit_notes(docs: dict[str, dict], deployed: set[str]) -> list[str]:
+    """What a run limited to some rigs cannot check of the RPC links between them and the others."""
+    notes = []
+    for host_name in sorted(deployed):
+        for svc in docs[host_name]["services"]:
+            outside = sorted({d["worker"] for d in svc.get("rpc_devices") or []} - deployed)
+            if outside:
+                notes.append(f"{host_name}: {svc['name']} uses the RPC servers of {', '.join(outside)}, outside --limit: "
+                             f"they are not deployed by this run, only checked to be reachable before the unit changes")
+        used_by = sorted({f"{h}/{s}" for h, s in users(docs, host_name) if h not in deployed})
+        if used_by:
+            notes.append(f"{host_name}: its RPC servers serve {', '.join(used_by)}, outside --limit: those services "
+                         f"are not checked by this run (a restarted rpc-server drops their connection: deploy them "
+                         f"too)")
+    return notes
+
+
 def _prepare_all() -> dict[str, Deployment]:
     hosts = list(state.inventory)
     docs, problems = validate_all([(h.name, h.data.dict()) for h in hosts])
@@ -114,6 +132,9 @@ def _prepare_all() -> dict[str, Deployment]:
                     args = found.release.units[layout.unit_name(sp.name)].argv
                     click.echo(f"--> llamarig: {h.name}: {sp.name}: planned " + " ".join(placement_words(args)),
                                err=True)
+    if not problems:
+        for line in rpc_limit_notes(docs, {h.name for h in hosts if state.is_host_in_limit(h)}):
+            click.echo(f"--> llamarig: {line}", err=True)
     if problems:
         click.echo(format_problems(problems), err=True)
         click.echo(f"--> llamarig: {len(problems)} problem(s) in the host data; no host was changed", err=True)

@@ -16,6 +16,7 @@ from llamarig.forks.helpflags import accepted_flags, unknown_flags
 from llamarig.release.unit import POWER_UNIT
 
 from .root_files import secret_file
+from .rpc import reachable_or_fail
 from .util import executing, fail_command
 
 
@@ -64,7 +65,7 @@ class ServerHelp(FactBase):
 
 
 @operation()
-def server_unit(unit: str, text: str, argv: list, fork: str, binary: str):
+def server_unit(unit: str, text: str, argv: list, fork: str, binary: str, workers: list | None = None):
     """
     Install a llama-server unit, once the build it runs has shown it accepts every flag.
 
@@ -73,9 +74,11 @@ def server_unit(unit: str, text: str, argv: list, fork: str, binary: str):
     + argv: the llama-server arguments in it (extra arguments included)
     + fork: llama.cpp or ik_llama.cpp (ik's --help leaves flags out; see llamarig/forks/helpflags.py)
     + binary: the llama-server of the build the unit will run
+    + workers: (label, HOST:PORT) of the RPC servers the service uses (rpc_workers)
 
     While executing, reads ``binary --help``; a flag it does not list fails the host with the
-    flags named, and the installed unit (and the running service) stay as they were.
+    flags named, and the installed unit (and the running service) stay as they were. So does an
+    RPC worker this rig cannot reach.
 
     **Example:**
 
@@ -85,6 +88,10 @@ def server_unit(unit: str, text: str, argv: list, fork: str, binary: str):
                     fork="llama.cpp", binary=u.binary)
     """
     if executing():
+        unreachable = reachable_or_fail(unit, workers or [])
+        if unreachable is not None:
+            yield unreachable
+            return
         help_text = host.get_fact(ServerHelp, binary=binary)
         if not help_text.strip():
             yield fail_command(f"{unit}: {binary} is missing or prints no --help; the unit was left as it was")
@@ -106,7 +113,7 @@ def apply(deployment, built, model_ops=None):
 
     # Units of services no longer declared are stopped and removed, with what the deploy kept of them.
     removed = []
-    for unit in [u for u in host.get_fact(LlamarigUnits) if u not in release.units]:
+    for unit in [u for u in host.get_fact(LlamarigUnits) if u not in release.units and u not in release.rpc_units]:
         systemd.service(name=f"Stop {unit} (no longer declared)", service=unit, running=False, enabled=False)
         removed.append(files.file(name=f"Remove {unit}", path=layout.unit_path(unit), present=False))
         files.file(name=f"Forget the known-good {unit}", path=layout.known_good_record(unit), present=False)
@@ -127,8 +134,10 @@ def apply(deployment, built, model_ops=None):
     put = {}
     files.directory(name="Live check expectations", path=layout.EXPECT_DIR, present=True)
     for name, u in release.units.items():
+        svc = next(s for s in doc["services"] if s["name"] == u.service)
+        workers = [(f"{d['worker']}/{d['server']}", d["endpoint"]) for d in svc.get("rpc_devices") or []]
         put[name] = server_unit(name=f"Unit {name}", unit=name, text=u.text, argv=list(u.argv),
-                                fork=doc["build_fork"], binary=u.binary)
+                                fork=doc["build_fork"], binary=u.binary, workers=list(dict.fromkeys(workers)))
         files.put(name=f"Live check of {name}", src=StringIO(json.dumps(u.expect, indent=1, sort_keys=True) + "\n"),
                   dest=layout.expectation_file(name), mode="644")
     every = [*put.values(), *removed]

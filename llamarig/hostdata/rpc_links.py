@@ -88,7 +88,25 @@ def link_rpc(docs: dict[str, dict], known: set[str] | None = None) -> list[Probl
                     devices += server_devices(worker, wdoc, server)
             if svc.get("rpc_workers"):
                 svc["rpc_devices"] = devices
+                problems += _placement_names(host, doc, i, svc, devices)
     return problems
+
+
+def _placement_names(host: str, doc: dict, i: int, svc: dict, devices: list[dict]) -> list[Problem]:
+    """A hand-written placement over RPC devices names devices the workers have, one proportion each."""
+    out = []
+    local = len(doc["gpus"]) if svc["gpus"] is None else len(svc["gpus"])
+    names = ["CPU"] + [d["name"] for d in devices] + [f"CUDA{k}" for k in range(local)]
+    split = svc.get("tensor_split")
+    if split is not None and len(split) != len(devices) + local:
+        out.append(Problem(host, f"services[{i}].tensor_split", split,
+                           f"{len(devices) + local} proportion(s), one per device in llama.cpp's order: "
+                           + ", ".join(names[1:])))
+    for j, pair in enumerate(svc.get("tensor_overrides") or []):
+        if pair[1] not in names:
+            out.append(Problem(host, f"services[{i}].tensor_overrides[{j}][1]", pair[1],
+                               "a device of this service: " + ", ".join(names)))
+    return out
 
 
 LINKED = "rpc_devices"  # the key link_rpc writes into a service: no host data, never validated again

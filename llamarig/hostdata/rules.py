@@ -119,6 +119,7 @@ RESERVED_NAMES = {"power"}  # llamarig-power.service is the boot-time power unit
 
 
 _DEVICE = re.compile(r"(CPU|CUDA(\d+))")
+_RPC_DEVICE = re.compile(r"RPC\d+\[[^\]]+\]")  # llama.cpp's name of a device through RPC: RPC0[10.0.0.2:50052]
 
 
 def cross_check(host: str, doc: dict) -> list[Problem]:
@@ -269,7 +270,7 @@ def _service_rules(doc, i, svc, bad, seen_names, seen_ports, used_gpus, n_gpus) 
     split = svc["tensor_split"]
     if split is not None and not all(isinstance(x, (int, float)) for x in split):
         split = None  # the schema refused an item
-    if split is not None and len(split) != len(gpus):
+    if split is not None and len(split) != len(gpus) and not svc["rpc_workers"]:  # with workers: rpc_links.py
         bad(f"{where}.tensor_split", split, f"{len(gpus)} proportion(s), one per service GPU")
     if split is not None and not any(split):
         bad(f"{where}.tensor_split", svc["tensor_split"], "at least one non-zero proportion")
@@ -323,6 +324,8 @@ def _tensor_override_rules(where, svc, gpus, bad) -> None:
             bad(f"{where}.tensor_overrides[{j}][0]", pattern, f"a regular expression that compiles ({exc})")
         if "=" in pattern or "," in pattern:
             bad(f"{where}.tensor_overrides[{j}][0]", pattern, "a pattern without '=' or ',' (llama-server splits on them)")
+        if svc["rpc_workers"] and _RPC_DEVICE.fullmatch(device):
+            continue  # a worker's device: rpc_links.py checks that the workers have it
         match = _DEVICE.fullmatch(device)
         devices = ["CPU"] + [f"CUDA{k}" for k in range(len(gpus))]
         if not match or (match.group(2) is not None and int(match.group(2)) >= len(gpus)):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from llamarig import layout
+from llamarig import layout, programs
 from llamarig.hostdata.validate import Problem
 from llamarig.release import lock as lockfile
 from llamarig.release.build import build_plan, cuda_architectures
@@ -23,7 +23,7 @@ from llamarig.release.expect import expectation
 from llamarig.release.flags import server_args
 from llamarig.release.power import boot_commands, declared_limits
 from llamarig.release.resolve import ResolvedRig
-from llamarig.release.unit import API_KEY_ARG, has_api_key, render_power_unit, render_unit
+from llamarig.release.unit import API_KEY_ARG, has_api_key, render_power_unit, render_rpc_unit, render_unit, rpc_argv
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,21 @@ class UnitRelease:
 
 
 @dataclass(frozen=True)
+class RpcUnitRelease:
+    server: str         # the rpc_servers entry's name
+    unit: str
+    path: str
+    text: str
+    argv: tuple[str, ...]
+    binary: str
+    listen: tuple[str, int]   # the address and port it binds (checked on the rig after a start)
+
+    @property
+    def digest(self) -> str:
+        return lockfile.unit_digest(self.text)
+
+
+@dataclass(frozen=True)
 class Release:
     host: str
     facts: RigFacts
@@ -101,9 +116,11 @@ class Release:
     units: dict[str, UnitRelease]        # by unit file name, in the services' order
     power_unit: str | None = None        # the boot unit's text (rigs with GPUs)
     preview: list[str] = field(default_factory=list)  # why it may differ from what a deploy installs; [] exact
+    rpc_units: dict[str, RpcUnitRelease] = field(default_factory=dict)  # the rig's rpc-servers, by unit name
 
     def unit_texts(self) -> dict[str, str]:
-        return {name: u.text for name, u in self.units.items()}
+        """Every unit llamarig installs for the rig's services and RPC servers, by file name (the lock's)."""
+        return {name: u.text for name, u in {**self.units, **self.rpc_units}.items()}
 
 
 @dataclass(frozen=True)
@@ -149,11 +166,21 @@ def make_release(rig: ResolvedRig, facts: RigFacts, preview: list[str] | None = 
         text = render_unit(rig.host, doc, svc, model, binary, argv)
         units[name] = UnitRelease(svc["name"], name, layout.unit_path(name), text, tuple(argv), binary,
                                   expectation(doc, svc, model))
+    rpc_units = {}
+    for server in doc["rpc_servers"]:
+        name = layout.rpc_unit_name(server["name"])
+        argv = rpc_argv(doc, server)
+        rpc_bin = layout.rpc_binary(plan["prefix"])
+        prune = ["python3", layout.libexec(doc["build_root"], programs.RPC_CACHE), layout.rpc_cache(server["name"]),
+                 str(int(server["cache_max_gib"] * 2**30))]
+        rpc_units[name] = RpcUnitRelease(server["name"], name, layout.unit_path(name),
+                                         render_rpc_unit(rig.host, doc, server, rpc_bin, argv, prune), tuple(argv),
+                                         rpc_bin, (server["host"], server["port"]))
     power = None
     if doc["gpus"]:
         power = render_power_unit(rig.host, boot_commands(declared_limits(doc), doc["power_persistence_mode"],
                                                           len(doc["gpus"])))
-    return Release(rig.host, facts, plan, units, power, list(rig.notes) + list(preview or []))
+    return Release(rig.host, facts, plan, units, power, list(rig.notes) + list(preview or []), rpc_units)
 
 
 def frozen_release(rig: ResolvedRig, rig_facts: RigFacts | None = None) -> tuple[Release, list[Problem]]:
@@ -180,7 +207,7 @@ def lock_problems(rig: ResolvedRig, release: Release, rig_facts: RigFacts | None
         problems.append(Problem(host, "build_cmake_options", rig.doc["build_cmake_options"],
                                 f"the build {name} locked, {entry['build']['key']} (run `llamarig lock --update`)"))
         return problems
-    digests = {u: r.digest for u, r in release.units.items()}
+    digests = {u: lockfile.unit_digest(text) for u, text in release.unit_texts().items()}
     for unit in sorted(set(digests) | set(entry["units"])):
         if digests.get(unit) != entry["units"].get(unit):
             what = ("no longer declared" if unit not in digests else "rendered differently" if unit in entry["units"]

@@ -22,13 +22,33 @@ def cuda_architectures(declared, compute_caps: list[str]) -> list[str]:
     return sorted({cap.replace(".", "") for cap in compute_caps if cap})
 
 
+RPC_OPTION = "-DGGML_RPC=ON"
+RPC_TARGET = "rpc-server"
+
+
+def uses_rpc(doc: dict) -> bool:
+    """A rig that lends devices (rpc_servers) or whose services use another's (rpc_workers)."""
+    return bool(doc.get("rpc_servers")) or any(s.get("rpc_workers") for s in doc["services"])
+
+
 def cmake_args(doc: dict, cuda: bool, archs: list[str]) -> list[str]:
     """Arguments that decide what gets built (the build key hashes them)."""
     args = list(BASE_OPTIONS[doc["build_fork"]])
     if cuda:
         args += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={';'.join(archs)}"]
+    if uses_rpc(doc) and RPC_OPTION not in doc["build_cmake_options"]:
+        args.append(RPC_OPTION)  # llama.cpp's RPC backend, in llama-server and rpc-server alike
     args += doc["build_cmake_options"]
     return args
+
+
+def targets(doc: dict) -> list[str]:
+    """The CMake targets: the declared ones, and rpc-server on every rig that uses RPC (main rigs too, so that
+    a worker and its main rig of the same options are one build, made once, in the shared ccache)."""
+    out = list(doc["build_targets"])
+    if uses_rpc(doc) and RPC_TARGET not in out:
+        out.append(RPC_TARGET)
+    return out
 
 
 def launcher_args(doc: dict) -> list[str]:
@@ -46,7 +66,7 @@ def build_plan(doc: dict, commit: str, cuda: bool, archs: list[str]) -> dict:
     """Everything the build task needs: key, paths, arguments."""
     root, fork = doc["build_root"], doc["build_fork"]
     args = cmake_args(doc, cuda, archs)
-    key = layout.build_key(fork, commit, args, doc["build_targets"])
+    key = layout.build_key(fork, commit, args, targets(doc))
     return {
         "key": key,
         "commit": commit,
@@ -56,5 +76,5 @@ def build_plan(doc: dict, commit: str, cuda: bool, archs: list[str]) -> dict:
         "build_dir": layout.build_dir(root, key),
         "prefix": layout.prefix_dir(root, key),
         "link": layout.current_link(root, fork),
-        "targets": list(doc["build_targets"]),
+        "targets": targets(doc),
     }

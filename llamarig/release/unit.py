@@ -8,6 +8,7 @@ StrictUndefined, and so do we).
 
 from __future__ import annotations
 
+import posixpath
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import jinja2
 
 from llamarig import layout
 from llamarig.hostdata.validate import service_gpus
+from llamarig.release import rpc
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 _SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
@@ -154,4 +156,43 @@ def render_unit(host: str, doc: dict, service: dict, model, binary: str, argv: l
         power_unit=POWER_UNIT if doc["gpus"] else None,
         gpu=bool(doc["gpus"]) and bool(gpus),
         credential=f"{API_KEY_CREDENTIAL}:{layout.api_key_file(service['name'])}" if has_api_key(service) else None,
+        rpc=_plain("the RPC devices", rpc.describe(service)),
     )
+
+
+def rpc_argv(doc: dict, server: dict) -> list[str]:
+    """rpc-server's arguments (no program name): the declared address and port, the lent devices, threads,
+    the tensor cache."""
+    from llamarig.hostdata.rpc_links import lent_gpus
+    gpus = lent_gpus(doc, server)
+    # CUDA_VISIBLE_DEVICES leaves only the lent GPUs, numbered from 0 as the server names them
+    devices = ",".join(f"CUDA{k}" for k in range(len(gpus))) if gpus else "CPU"
+    args = ["--host", server["host"], "--port", str(server["port"]), "--device", devices]
+    if server["threads"]:
+        args += ["--threads", str(server["threads"])]
+    if server["cache"]:
+        args.append("--cache")
+    return args
+
+
+def render_rpc_unit(host: str, doc: dict, server: dict, binary: str, argv: list[str], prune: list[str]) -> str:
+    """The unit of one rpc-server: hardened like a llama-server unit; only the lent GPUs are visible."""
+    from llamarig.hostdata.rpc_links import endpoint, lent_gpus
+    gpus = lent_gpus(doc, server)
+    env: dict[str, str] = {}
+    if doc["gpus"]:
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus) if gpus else "-1"
+    env["HOME"] = layout.rpc_home(server["name"])
+    env["LLAMA_CACHE"] = posixpath.dirname(layout.rpc_cache(server["name"]))
+    lends = (", ".join(f"GPU {g} ({doc['gpus'][g]['model']})" for g in gpus) if gpus
+             else f"its CPU ({doc['ram_gib']:g} GiB of RAM)")
+    for what, text in (("the host name", host), ("the RPC server's address", server["host"]),
+                       ("the service user", doc["service_user"]), ("the binary", binary)):
+        _plain(what, text)
+    return _env().get_template("llamarig-rpc.service.j2").render(
+        host=host, server=server, lends=lends, endpoint=endpoint(server), user=doc["service_user"],
+        environment=environment_lines(env), gpu=bool(gpus),
+        power_unit=POWER_UNIT if doc["gpus"] else None,
+        exec_start=" ".join(systemd_quote(w) for w in [binary, *argv]),
+        prune=" ".join(systemd_quote(w) for w in prune))

@@ -33,7 +33,7 @@ def exposure(tmp_path: Path, name: str, text: str) -> float:
 
 def example_units():
     out = []
-    for inventory in ("inventory/home.py", "inventory/seeds.py"):
+    for inventory in ("inventory/home.py", "inventory/seeds.py", "inventory/rpc.py"):
         docs, problems = validate_all([(e.name, e.data) for e in load_inventory(str(ROOT / inventory))])
         assert not problems
         for host, doc in docs.items():

@@ -232,7 +232,7 @@ def inventory_services() -> list[tuple[str, str, dict, str]]:
         before = os.environ.get("LLAMARIG_DEMO_DIR")
         os.environ["LLAMARIG_DEMO_DIR"] = tmp
         try:
-            for inventory in ("inventory/home.py", "inventory/seeds.py", "inventory/demo.py"):
+            for inventory in ("inventory/home.py", "inventory/seeds.py", "inventory/demo.py", "inventory/rpc.py"):
                 entries = load_inventory(ROOT / inventory, cwd=ROOT)  # group_data/ as pyinfra run from the repo
                 docs, problems = validate_all([(e.name, e.data) for e in entries])
                 assert not problems, problems
@@ -257,7 +257,7 @@ def release(host: str, doc: dict, facts: RigFacts | None = None):
 
 def test_every_example_inventory_has_services():
     labels = [label for label, *_ in INVENTORY_SERVICES]
-    assert {label.split("-", 1)[0] for label in labels} == {"home", "seeds", "demo"}
+    assert {label.split("-", 1)[0] for label in labels} == {"home", "seeds", "demo", "rpc"}
     assert "demo-demo-chat" in labels and "seeds-glm52-sidecar-qwen" in labels
 
 

@@ -1,0 +1,126 @@
+"""A worker rig's rpc-servers (``rpc_servers``): their units, restarted when unit or build changed, then checked
+listening; and the check a main rig makes of its workers before its service's unit changes.
+
+deploy.py runs this before the services: pyinfra executes one operation on every host before the next, so a
+worker's rpc-server is up (and checked) before any main rig's llama-server that uses it is changed.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import FactBase, deploy, operation
+from pyinfra.operations import files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from llamarig import layout, programs
+
+from . import rig_programs
+from .util import executing, fail_command
+
+# Connect to every endpoint (a TCP connection is what llama.cpp's RPC client opens first); one JSON line of
+# the ones that did not answer. Repeated for up to WAIT seconds (a just started rpc-server binds in a moment).
+_PROBE = r"""
+import json, socket, sys, time
+eps, wait = json.loads(sys.argv[1]), float(sys.argv[2])
+end = time.time() + wait
+while True:
+    bad = {}
+    for ep in eps:
+        host, _, port = ep.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+        except OSError as exc:
+            bad[ep] = str(exc)
+    if not bad or time.time() >= end:
+        break
+    time.sleep(1)
+print(json.dumps(bad))
+"""
+
+
+class UnreachableEndpoints(FactBase):
+    """Of ``endpoints`` (HOST:PORT), those this rig cannot open a TCP connection to, with why ({} when all answer)."""
+
+    def command(self, endpoints, wait=0):
+        return f"python3 -c {shlex.quote(_PROBE)} {shlex.quote(json.dumps(list(endpoints)))} {float(wait)}"
+
+    def process(self, output):
+        try:
+            return json.loads("\n".join(output).strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return {"(probe)": "printed nothing (is python3 on the rig?)"}
+
+    @staticmethod
+    def default():
+        return {}
+
+
+@operation()
+def rpc_listening(unit: str, endpoint: str, wait_s: int = 60):
+    """
+    Check that a just (re)started rpc-server accepts connections on its declared address, on its own rig.
+
+    + unit: the rpc-server's unit
+    + endpoint: ADDRESS:PORT it binds
+    + wait_s: how long it may take
+
+    Yields nothing when it listens; else fails the host with the unit's journal tail.
+    """
+    if not executing():
+        host.noop(f"{unit} is checked listening while the deploy executes")
+        return
+    bad = host.get_fact(UnreachableEndpoints, endpoints=[endpoint], wait=wait_s)
+    if bad:
+        yield fail_command(f"{unit} does not accept connections on {endpoint} ({bad.get(endpoint)}); "
+                           f"journalctl -u {unit}:")
+        yield f"journalctl -u {shlex.quote(unit)} -n 30 --no-pager >&2 || true; exit 1"
+
+
+def reachable_or_fail(unit: str, workers: list[tuple[str, str]]):
+    """While executing: a command failing the host when one of ``workers`` ((label, HOST:PORT)) cannot be reached
+    from this rig, else None. Called before a unit that uses them is changed."""
+    if not workers or not executing():
+        return None
+    bad = host.get_fact(UnreachableEndpoints, endpoints=[ep for _label, ep in workers], wait=10)
+    if not bad:
+        return None
+    said = "; ".join(f"{label} at {ep}: {bad[ep]}" for label, ep in workers if ep in bad)
+    return fail_command(f"{unit}: its RPC worker(s) cannot be reached from this rig ({said}); deploy the worker "
+                        f"rig(s) or check the private network between them. The unit and the running service were "
+                        f"left as they were")
+
+
+def endpoint_of(listen: tuple[str, int]) -> str:
+    address, port = listen
+    if address in ("0.0.0.0", "::", "[::]"):
+        address = "127.0.0.1" if address == "0.0.0.0" else "::1"
+    if ":" in address and not address.startswith("["):
+        address = f"[{address}]"
+    return f"{address}:{port}"
+
+
+@deploy("RPC servers")
+def apply(deployment, built):
+    doc, release = deployment.doc, deployment.release
+    if not release.rpc_units:
+        return {}
+    rig_programs.install(doc, programs.RPC_CACHE)
+    server.user(name=f"Service user {doc['service_user']}", user=doc["service_user"], system=True,
+                home=layout.STATE_DIR, shell="/usr/sbin/nologin", create_home=False)
+    put = {name: files.put(name=f"Unit {name}", src=StringIO(u.text), dest=u.path, mode="644")
+           for name, u in release.rpc_units.items()}
+    systemd.daemon_reload(name="systemd daemon-reload (RPC servers)", _if=any_changed(*put.values()))
+    build_ops = built.ops if built else ()
+    restarted = {}
+    for name, u in release.rpc_units.items():
+        restarted[name] = server.shell(
+            name=f"Restart {name} (unit or build changed)",
+            commands=[f"systemctl reset-failed {name} 2>/dev/null || true; systemctl restart {name}"],
+            _if=any_changed(put[name], *build_ops))
+        systemd.service(name=f"Run {name}", service=name, running=True, enabled=True)
+        rpc_listening(name=f"{name} listens on {endpoint_of(u.listen)}", unit=name, endpoint=endpoint_of(u.listen))
+    return restarted
