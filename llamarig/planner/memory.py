@@ -21,8 +21,15 @@ function: docs/memory-model.md):
   the F16 copy of a quantized K/V cache that its CUDA flash attention makes for prompt
   batches (inside the compute buffer since PR #23907), and the copy of a CPU layer's
   experts that it offloads to the GPU for batches of 32 tokens or more.
-* What llama.cpp does not count (CUDA context, cuBLAS workspace, pool growth) is the
-  per-device margin, 1024 MiB by default: the same as llama.cpp's ``--fit-target``.
+  llama.cpp's compute buffer also holds the attention mask of a prompt ubatch (one F16 value, F32
+  without flash attention, per KV cell of a stream and ubatch token; one more over a sliding-window
+  cache), and logits only for the tokens llama-server asks outputs for: one per slot
+  (``server_output_limits``: ``n_outputs_max`` = slots x (1 + draft tokens)), not the whole ubatch.
+* Beside its buffers, llama-server's process holds on every GPU it sees the CUDA context, cuBLAS's
+  workspace and pools: ``RUNTIME`` (measured 286-302 MiB on an H200, driver 580, CUDA 13, in all eight
+  Qwen3-30B-A3B cases of bench/results/fidelity-h200). The per-device margin (1024 MiB by default, as
+  llama.cpp's ``--fit-target``, which it keeps over its buffers once the context exists) is left free
+  beyond all of that.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ MiB = 1 << 20
 GiB = 1 << 30
 DEFAULT_MARGIN = 1024 * MiB          # per GPU, like llama.cpp's --fit-target and ik's --fit-margin
 DEFAULT_HOST_MARGIN = 4 * GiB        # system RAM kept for the OS and the server's own heap
+RUNTIME = 300 * MiB                  # per GPU: CUDA context, cuBLAS workspace, pools (not a llama.cpp buffer)
 EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")
 
 
@@ -287,8 +295,30 @@ def fa_scratch(model: ModelInfo, il: int, s: Settings) -> int:
     return out
 
 
+def outputs(s: Settings) -> int:
+    """Tokens of a ubatch whose logits are computed: llama-server reserves its graphs for ``n_outputs_max``,
+    one per slot without a draft model (server-context.cpp server_output_limits); ik_llama.cpp for all."""
+    t = min(s.ubatch, s.ctx or s.ubatch)
+    return t if s.fork == "ik_llama.cpp" else min(t, state_slots(s))
+
+
 def logits(model: ModelInfo, s: Settings) -> int:
-    return model.n_vocab * min(s.ubatch, s.ctx or s.ubatch) * 4
+    return model.n_vocab * outputs(s) * 4
+
+
+def kq_mask(model: ModelInfo, s: Settings) -> int:
+    """llama.cpp's attention mask of a prompt ubatch (llm_graph_input_attn_kv: [n_kv, n_tokens] per stream,
+    F16 with flash attention, F32 without), on every GPU that runs attention; a second one over the
+    sliding-window cache of a model with sliding-window layers."""
+    if s.fork == "ik_llama.cpp":
+        return 0
+    t = min(s.ubatch, s.ctx or s.ubatch)
+    n, _streams = cells(model, s)
+    size = 2 if s.flash_attn else 4
+    out = n * t * size
+    if any(model.swa_layers) and not s.swa_full:
+        out += min(n, pad(model.n_swa * swa_seqs(s) + s.ubatch, 256)) * t * size
+    return out
 
 
 def offload_copy(model: ModelInfo, cpu_expert_layers: list[int], s: Settings) -> int:
@@ -374,6 +404,9 @@ def device_compute(model: ModelInfo, s: Settings, c: LayerCosts, layers: list[in
         return 0
     out = max([c.compute[il] for il in layers] or [0])
     out += max([c.scratch[il] for il in layers] or [0])
+    state = c.state or [0] * len(c.kv)
+    if any(c.kv[il] - state[il] > 0 for il in layers):  # attention here: its mask
+        out += kq_mask(model, s)
     if has_output:
         out = max(out, logits(model, s)) if s.fork == "ik_llama.cpp" else out + logits(model, s)
     if layers:

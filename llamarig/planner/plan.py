@@ -37,6 +37,7 @@ class DeviceRow:
     kv: int
     compute: int
     total: int
+    runtime: int = 0       # CUDA context, cuBLAS workspace, pools (memory.RUNTIME): in total, in no buffer
 
 
 @dataclass
@@ -89,7 +90,7 @@ def evaluate(model: ModelInfo, flags: Flags, gpus: list[int], ram: int | None, s
         kv = sum(c.gpu_kv(il) for il in mine)
         comp = memory.device_compute(model, s, c, mine, layers[n] == name, cpu_expert_layers)
         w = a.weights.get(name, 0)
-        rows.append(DeviceRow(name, gpus[d] - margin, w, kv, comp, w + kv + comp))
+        rows.append(DeviceRow(name, gpus[d] - margin, w, kv, comp, w + kv + comp + memory.RUNTIME, memory.RUNTIME))
     cpu_layers = [il for il in range(n) if layers[il] == CPU]
     host_w = a.weights.get(CPU, 0)
     host_kv = sum(c.kv) if c.kv_on_host else sum(c.kv[il] for il in cpu_layers)
@@ -169,12 +170,12 @@ def plan(model: ModelInfo, gpus: list[int], ram: int | None, s: Settings,
     c = memory.layer_costs(model, s)
     n, D = model.n_layer, len(gpus)
     trunk = n - model.n_nextn
-    budgets = [g - margin for g in gpus]
+    budgets = [g - margin - memory.RUNTIME for g in gpus]
     if D == 0:
         flags = Flags(0, 0)
         return evaluate(model, flags, gpus, ram, s, margin, host_margin)
     cmax = max(c.compute[:trunk] or [0])
-    smax = max(c.scratch[:trunk] or [0])
+    smax = max(c.scratch[:trunk] or [0]) + memory.kq_mask(model, s)
     logit = memory.logits(model, s)
     out_compute = max(cmax + smax, logit) if s.fork == "ik_llama.cpp" else cmax + smax + logit
     ik = s.fork == "ik_llama.cpp"
@@ -275,13 +276,13 @@ def _bookkeeping(model, s, c, layers, gpu_experts, gpus, margin) -> list[tuple[i
 
 
 def describe(p: Plan) -> str:
-    lines = [f"{'device':8} {'budget':>11} {'weights':>11} {'kv':>11} {'compute':>11} {'total':>11}  free"]
+    lines = [f"{'device':8} {'budget':>11} {'weights':>11} {'kv':>11} {'compute':>11} {'runtime':>11} {'total':>11}  free"]
     for r in p.devices:
         lines.append(f"{r.name:8} {gib(r.budget):>11} {gib(r.weights):>11} {gib(r.kv):>11} "
-                     f"{gib(r.compute):>11} {gib(r.total):>11}  {gib(r.budget - r.total)}")
+                     f"{gib(r.compute):>11} {gib(r.runtime):>11} {gib(r.total):>11}  {gib(r.budget - r.total)}")
     hb = p.host["budget"]
     lines.append(f"{'host':8} {gib(hb) if hb is not None else 'unknown':>11} {gib(p.host['weights']):>11} "
-                 f"{'':>11} {'':>11} {gib(p.host['total']):>11}" + (f"  {gib(hb - p.host['total'])}" if hb is not None else ""))
+                 f"{'':>11} {'':>11} {'':>11} {gib(p.host['total']):>11}" + (f"  {gib(hb - p.host['total'])}" if hb is not None else ""))
     gpu_layers = sum(1 for x in p.layers[:-1] if x != CPU)
     lines.append(f"layers on GPUs: {gpu_layers}/{len(p.layers) - 1}, output layer on {p.layers[-1]}")
     lines.append("fits" if p.fits else f"does not fit: {p.reason}")

@@ -62,7 +62,7 @@ def _check(model, p):
     weights = _replay(model, p)
     for row in p.devices:
         assert weights.get(row.name, 0) == row.weights, row.name
-        assert row.total == row.weights + row.kv + row.compute
+        assert row.total == row.weights + row.kv + row.compute + row.runtime and row.runtime == memory.RUNTIME
         if p.fits:
             assert row.total <= row.budget
     assert weights.get("CPU", 0) == p.host["weights"]
@@ -208,7 +208,7 @@ def test_cli_json_and_exit_status(models, tmp_path):
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert set(doc) == {"fits", "reason", "devices", "host", "args"} and doc["fits"] is True
-    assert [set(d) for d in doc["devices"]] == [{"name", "budget", "weights", "kv", "compute", "total"}] * 6
+    assert [set(d) for d in doc["devices"]] == [{"name", "budget", "weights", "kv", "compute", "runtime", "total"}] * 6
     assert set(doc["host"]) == {"weights", "total"}
     assert "--tensor-split" in doc["args"] and "--ctx-size" in doc["args"]
     r = _cli(path, "--gpus", "8,8", "--ram", "32", "--ctx", "202752")
