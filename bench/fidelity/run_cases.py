@@ -75,7 +75,8 @@ def run_case(args, name: str, ctx: int, ubatch: int, parallel: int) -> dict:
     plan, rc = plan_json(args, ctx, ubatch, parallel)
     doc: dict = {"case": name, "fork": args.fork, "model": args.name, "ctx": ctx, "ubatch": ubatch,
                  "parallel": parallel, "cache_type": args.cache_type, "plan": plan, "plan_fits": rc == 0}
-    argv = [args.server, "--model", args.model, *plan["args"], "--host", "127.0.0.1", "--port", str(PORT)]
+    argv = [args.server, "--model", args.model, *plan["args"], "--host", "127.0.0.1", "--port", str(PORT),
+            *args.server_arg]
     doc["argv"] = argv
     logpath = os.path.join(args.out, f"{name}.log")
     doc["before"] = {k: v for k, v in gpu_state(0).items() if k != "t"}
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-vocab", type=int, default=150000)
     ap.add_argument("--start-timeout", type=float, default=240)
     ap.add_argument("--request-timeout", type=float, default=150)
+    ap.add_argument("--server-arg", action="append", default=[], help="one more llama-server argument (repeat)")
     ap.add_argument("--deadline", type=float, default=0, help="epoch seconds: no case starts within 60 s of it")
     args = ap.parse_args(argv)
     args.deadline = args.deadline or time.time() + 24 * 3600
