@@ -81,14 +81,30 @@ build() {
     [ -n "$jobs" ] && [ "$jobs" != "0" ] || jobs=$(nproc)
     log "configuring $commit in $builddir"
     cmake -S "$work" -B "$builddir" "$@" > "$builddir.configure.log" 2>&1 || { tail -n 40 "$builddir.configure.log" >&2; exit 1; }
-    log "building $targets with $jobs jobs"
+    # A target NAME|OTHER is whichever of the two this tree has (llama.cpp renamed rpc-server to
+    # ggml-rpc-server in 2026), installed as NAME.
+    known=""
+    case "$targets" in *"|"*) known=$(cmake --build "$builddir" --target help 2>/dev/null || true) ;; esac
+    built=""
+    for t in $targets; do
+        pick=${t%%|*}
+        case "$t" in
+            *"|"*) for alt in $(printf '%s' "$t" | tr '|' ' '); do
+                       if printf '%s\n' "$known" | grep -Eq "(^|[ .:])$alt(:|$| )"; then pick=$alt; break; fi
+                   done ;;
+        esac
+        built="$built $pick"
+    done
+    log "building$built with $jobs jobs"
     # shellcheck disable=SC2086
-    cmake --build "$builddir" --config Release -j "$jobs" --target $targets > "$builddir.build.log" 2>&1 &
+    cmake --build "$builddir" --config Release -j "$jobs" --target $built > "$builddir.build.log" 2>&1 &
     watch_build $! "$builddir.build.log" || { tail -n 60 "$builddir.build.log" >&2; exit 1; }
     rm -rf "$prefix.tmp"
     mkdir -p "$prefix.tmp/bin"
+    set -- $built
     for t in $targets; do
-        cp "$builddir/bin/$t" "$prefix.tmp/bin/$t"
+        cp "$builddir/bin/$1" "$prefix.tmp/bin/${t%%|*}"
+        shift
     done
     printf '%s\n' "$record" > "$prefix.tmp/$record_name"
     mv "$prefix.tmp" "$prefix"

@@ -8,6 +8,7 @@ unit each service gets (exactly, under rigs.lock; else a labelled preview);
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shlex
@@ -20,6 +21,7 @@ from llamarig.commands import bench as benchcli
 from llamarig.commands import lock as lockcli
 from llamarig.commands import tune as tunecli
 from llamarig.commands.releases import ReleaseError, read_locks, release_of
+from llamarig.release import rpc
 from llamarig.release.flags import server_args
 from llamarig.release.placements import FORK_DEFAULTS, checkable, effective_ubatch
 from llamarig.release.resolve import LockUse, lock_coverage, read_secrets, real_lookups
@@ -175,7 +177,11 @@ def _plan_inventory(args) -> int:
         print(f"llamarig plan: {exc}", file=sys.stderr)
         return 2
     unit = found.release.units[layout.unit_name(args.service)]
-    return _print_plan(found.rig.placements[args.service].plan, list(unit.argv), args.json)
+    shown = copy.deepcopy(found.rig.placements[args.service].plan)
+    for row in shown.devices:  # a worker's devices as llama.cpp names them (RPC0[HOST:PORT]), rpc.py
+        row.name = rpc.to_llama(row.name, service)
+    shown.layers = [rpc.to_llama(d, service) for d in shown.layers]
+    return _print_plan(shown, list(unit.argv), args.json)
 
 
 def cmd_verify(args) -> int:

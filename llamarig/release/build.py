@@ -23,7 +23,8 @@ def cuda_architectures(declared, compute_caps: list[str]) -> list[str]:
 
 
 RPC_OPTION = "-DGGML_RPC=ON"
-RPC_TARGET = "rpc-server"
+RPC_TARGET = "rpc-server|ggml-rpc-server"  # llama.cpp's name, whichever the tree has (2026: ggml-rpc-server);
+                                           # installed as bin/rpc-server (rig_programs/llamarig-build.sh)
 
 
 def uses_rpc(doc: dict) -> bool:

@@ -39,6 +39,10 @@ if [ "$1" = "--build" ]; then
     fi
     while [ $# -gt 0 ] && [ "$1" != "--target" ]; do shift; done
     shift
+    if [ "$1" = help ]; then
+        printf 'The following are some of the valid targets for this Makefile:\n... all\n... llama-server\n... ggml-rpc-server\n'
+        exit 0
+    fi
     mkdir -p "$b/bin"
     for t in "$@"; do
         printf '#!/bin/sh\necho %s\n' "$t" > "$b/bin/$t"
@@ -190,3 +194,14 @@ def test_too_few_arguments_is_a_usage_error(build):
     r = subprocess.run(["sh", str(SCRIPT), "a", "b", "c"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "usage" in r.stderr
     assert build.cmake_calls() == []
+
+
+def test_a_target_with_two_names_is_built_by_the_one_the_tree_has_and_installed_by_the_first(build):
+    targets = "llama-server rpc-server|ggml-rpc-server"
+    r = subprocess.run(["sh", str(SCRIPT), str(build.src), str(build.url), build.first, str(build.work),
+                        str(build.builddir), str(build.prefix), "2", targets, RECORD_NAME, "{}", "--"],
+                       capture_output=True, text=True, env=env_with_path(build.bin, FAKE_CMAKE_LOG=str(build.cmake_log)))
+    assert r.returncode == 0, r.stderr
+    assert f"--build {build.builddir} --config Release -j 2 --target llama-server ggml-rpc-server" in build.cmake_calls()
+    assert sorted(p.name for p in (build.prefix / "bin").iterdir()) == ["llama-server", "rpc-server"]
+    assert (build.prefix / "bin" / "rpc-server").read_text().strip().endswith("ggml-rpc-server")

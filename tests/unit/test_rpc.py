@@ -161,9 +161,9 @@ def test_a_worker_and_its_main_rig_are_one_build_with_rpc():
     docs = linked({"services": [{"name": "chat", "model": "gemma", "port": 8080, "rpc_workers": ["office"]}]})
     plans = [build_plan(docs[h], "a" * 40, cuda=True, archs=["86"]) for h in ("garage", "office")]
     assert plans[0]["key"] == plans[1]["key"]
-    assert "-DGGML_RPC=ON" in plans[0]["cmake_args"] and "rpc-server" in plans[0]["targets"]
+    assert "-DGGML_RPC=ON" in plans[0]["cmake_args"] and "rpc-server|ggml-rpc-server" in plans[0]["targets"]
     alone = build_plan(rig(), "a" * 40, cuda=True, archs=["86"])
-    assert "-DGGML_RPC=ON" not in alone["cmake_args"] and "rpc-server" not in alone["targets"]
+    assert "-DGGML_RPC=ON" not in alone["cmake_args"] and not any("rpc" in t for t in alone["targets"])
 
 
 def test_the_cache_is_pruned_least_recently_used_first(tmp_path):
