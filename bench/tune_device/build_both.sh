@@ -147,7 +147,11 @@ echo "build_both: sources $SRC_ROOT, builds $BUILD_ROOT, ik -j$IK_JOBS, llama.cp
 # IK_NICE (default 0): ik's build at a lower priority, so that mainline ends first and its measurements can
 # start while ik still builds (IK_NICE=19 MAIN_JOBS=JOBS: mainline in about 5 minutes, ik after it)
 run_fork ik_llama.cpp build_ik_nice & ik_pid=$!
-run_fork llama.cpp build_main & main_pid=$!
+if [ "${SKIP_MAIN:-0}" = 1 ]; then   # llama.cpp's llama-server came in the carry (session.sh unpacked it)
+  { echo "rc=0"; echo "seconds=0"; echo "carried=1"; } > "$BUILD_ROOT/llama.cpp.done"; true & main_pid=$!
+else
+  run_fork llama.cpp build_main & main_pid=$!
+fi
 wait "$ik_pid"; ik_rc=$?
 wait "$main_pid"; main_rc=$?
 printf 'ik_llama.cpp=%s\nllama.cpp=%s\n' "$ik_rc" "$main_rc" > "$BUILD_ROOT/all.done"

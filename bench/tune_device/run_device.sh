@@ -7,8 +7,9 @@
 # The first call starts session.sh detached (builds, models, ballast, the fidelity cases of both forks, the
 # tune); every call follows it for at most CALL_S seconds and then takes home what there is so far, in
 # $OUT/partial.tar.gz (the session's log, the fidelity cases' JSON and server logs, the tune's partial
-# results and candidates' logs, the build times), and, once each, a fork's llama-server xz-compressed in
-# parts of 15 MB ($OUT/FORK.xz.partN, FORK.sha256) for a later session's carry. Work lives in WORK
+# results and candidates' logs, the build times), and, once, llama.cpp's llama-server xz-compressed in
+# parts of 15 MB ($OUT/llama.cpp.xz.partN, llama.cpp.sha256) for a later session's carry (session.sh then
+# unpacks it instead of building). Work lives in WORK
 # (/tmp/tunedev), which outlives a call while the machine stays warm.
 set -uo pipefail
 T0=$(date +%s)
@@ -32,7 +33,7 @@ home() {
   (cd "$WORK" && tar -czf "$OUT/partial.tar.gz" --ignore-failed-read session.log build-times.txt env-before.txt \
       fidelity fidelity.log tune.log tune/partial.json tune/tune.json tune/tune.txt tune/logs model.log \
       ballast.out build_both.out 2>/dev/null)
-  for fork in llama.cpp ik_llama.cpp; do   # each build once, in the first call after it ends
+  for fork in llama.cpp; do   # once, in the first call after it is built (ik's would not fit a carry beside it)
     [ -f "$B/$fork.done" ] && grep -qx rc=0 "$B/$fork.done" && [ ! -f "$WORK/$fork.sent" ] || continue
     [ -n "$(ls "$OUT"/*.part* 2>/dev/null)" ] && continue   # one fork's parts a call (at most 8 files come back)
     xz -T0 -6 -c "$B/$fork/bin/llama-server" > "$WORK/$fork.xz"
