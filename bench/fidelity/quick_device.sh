@@ -25,9 +25,9 @@ echo "[t+$(( $(date +%s) - T0 ))s] cases"
 run() { python3 "$REPO/bench/fidelity/run_cases.py" --server "$W/bin/llama-server" --out "$W/cases" \
           --deadline "$DEADLINE" --server-arg=--verbosity --server-arg=4 "$@" 2>&1 | grep -v '\$ '
       tar -C "$W" -czf "$OUT/fidelity.tar.gz" cases; }
+run --model "$W/gpt-oss-20b.gguf" --name gpt-oss-20b --ubatch 512 4096 --n-vocab 200000
 run --model "$W/model.gguf" --name qwen3moe --n-vocab 7000
 run --model "$W/qwen35moe.gguf" --name qwen35moe --cache-type q8_0 --ubatch 512 --n-vocab 240000
-run --model "$W/gpt-oss-20b.gguf" --name gpt-oss-20b --ubatch 512 4096 --n-vocab 200000
 pkill -f "$W/ballast"
 tar -C "$W" -czf "$OUT/fidelity.tar.gz" cases
 echo "[t+$(( $(date +%s) - T0 ))s] done: $(ls "$W/cases" | grep -c json) cases"
