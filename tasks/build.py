@@ -31,7 +31,8 @@ class InstalledBuild(FactBase):
 
     def command(self, prefix, targets):
         record = shlex.quote(f"{prefix}/{layout.BUILD_RECORD}")
-        checks = " && ".join(f"test -x {shlex.quote(prefix + '/bin/' + t)}" for t in targets)
+        # a target NAME|OTHER is installed as NAME (rig_programs/llamarig-build.sh)
+        checks = " && ".join(f"test -x {shlex.quote(prefix + '/bin/' + t.split('|')[0])}" for t in targets)
         return f"if {checks} && test -f {record}; then cat {record}; fi"
 
     def process(self, output):
