@@ -94,6 +94,59 @@ def reachable_or_fail(unit: str, workers: list[tuple[str, str]]):
                         f"left as they were")
 
 
+class StartedAt(FactBase):
+    """When a unit last became active (systemd's ActiveEnterTimestamp, microseconds since the epoch; 0 never).
+    ``nonce`` makes each asking a new fact: what is asked while a deploy executes must not be an earlier answer."""
+
+    def command(self, unit, nonce=""):
+        return f"systemctl show -p ActiveEnterTimestamp --timestamp=unix --value {shlex.quote(unit)} 2>/dev/null || true"
+
+    def process(self, output):
+        text = "".join(output).strip().lstrip("@")
+        try:
+            return int(float(text) * 1_000_000)
+        except ValueError:
+            return 0
+
+    @staticmethod
+    def default():
+        return 0
+
+
+@operation()
+def restart_after_workers(unit: str, workers: list):
+    """
+    Restart a service whose RPC workers' rpc-servers started after it: llama.cpp's RPC client does not
+    reconnect, so a llama-server that outlived its worker's rpc-server fails its next request.
+
+    + unit: the service's unit on this rig
+    + workers: (host name, rpc unit) of every worker it uses; hosts outside this run are skipped
+
+    Reads the start times while executing (the workers are deployed by earlier operations); yields nothing
+    when the service started after all of them.
+    """
+    if not executing():
+        host.noop(f"{unit} is restarted while executing if an RPC worker started after it")
+        return
+    import time
+    from pyinfra import state
+    from pyinfra.context import ctx_host
+    nonce = str(time.time())
+    mine = host.get_fact(StartedAt, unit=unit, nonce=nonce)
+    later = []
+    for name, rpc_unit in workers:
+        other = next((h for h in state.inventory if h.name == name), None)
+        if other is None or other not in state.active_hosts:
+            continue
+        with ctx_host.use(other):
+            started = other.get_fact(StartedAt, unit=rpc_unit, nonce=nonce)
+        if mine and started > mine:
+            later.append(f"{name}'s {rpc_unit}")
+    if later:
+        yield (f"echo {shlex.quote(f'llamarig: {unit}: restarted: ' + ', '.join(later) + ' started after it')}; "
+               f"systemctl reset-failed {shlex.quote(unit)} 2>/dev/null || true; systemctl restart {shlex.quote(unit)}")
+
+
 def endpoint_of(listen: tuple[str, int]) -> str:
     address, port = listen
     if address in ("0.0.0.0", "::", "[::]"):

@@ -55,7 +55,7 @@ def rows(directory: str) -> list[dict]:
             row["diff_mib"] = round(predicted - measured)
             row["within_target"] = within(predicted, measured)
             if logged:
-                row["runtime_mib"] = round(measured - logged.get("total", 0) / 1)  # what no buffer line counts
+                row["runtime_mib"] = measured - row["logged"].get("total", 0)  # what no buffer of llama.cpp's holds
         out.append(row)
     return out
 

@@ -26,8 +26,9 @@ function: docs/memory-model.md):
   cache), and logits only for the tokens llama-server asks outputs for: one per slot
   (``server_output_limits``: ``n_outputs_max`` = slots x (1 + draft tokens)), not the whole ubatch.
 * Beside its buffers, llama-server's process holds on every GPU it sees the CUDA context, cuBLAS's
-  workspace and pools: ``RUNTIME`` (measured 286-302 MiB on an H200, driver 580, CUDA 13, in all eight
-  Qwen3-30B-A3B cases of bench/results/fidelity-h200). The per-device margin (1024 MiB by default, as
+  workspace and pools: ``RUNTIME`` (measured 704-752 MiB on an H200, driver 580, CUDA 13, in all 14
+  cases of bench/results/fidelity-h200/run2: the device's peak use minus llama.cpp's own buffers;
+  a consumer card's context is smaller, so there the total errs high). The per-device margin (1024 MiB by default, as
   llama.cpp's ``--fit-target``, which it keeps over its buffers once the context exists) is left free
   beyond all of that.
 """
@@ -44,7 +45,7 @@ MiB = 1 << 20
 GiB = 1 << 30
 DEFAULT_MARGIN = 1024 * MiB          # per GPU, like llama.cpp's --fit-target and ik's --fit-margin
 DEFAULT_HOST_MARGIN = 4 * GiB        # system RAM kept for the OS and the server's own heap
-RUNTIME = 300 * MiB                  # per GPU: CUDA context, cuBLAS workspace, pools (not a llama.cpp buffer)
+RUNTIME = 720 * MiB                  # per GPU: CUDA context, cuBLAS workspace, pools (not a llama.cpp buffer)
 EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")
 
 
@@ -322,14 +323,19 @@ def kq_mask(model: ModelInfo, s: Settings) -> int:
 
 
 def offload_copy(model: ModelInfo, cpu_expert_layers: list[int], s: Settings) -> int:
-    """llama.cpp copies a CPU-resident expert tensor to the GPU for prompt batches of >= 32 tokens;
-    ik_llama.cpp only when ubatch * experts used >= 32 * experts."""
+    """llama.cpp copies a CPU-resident expert tensor to the GPU for prompt batches of >= 32 tokens, one
+    tensor at a time into the compute buffer (the scheduler's split inputs): the largest one counts
+    (measured: Qwen3-30B-A3B's 204 MiB expert tensor in its 289 MiB compute buffer at ubatch 512).
+    ik_llama.cpp only when ubatch * experts used >= 32 * experts, a whole layer's (kept as before)."""
     if not cpu_expert_layers or s.ubatch < 32:
         return 0
-    if s.fork == "ik_llama.cpp" and s.ubatch * model.n_expert_used < 32 * max(model.n_expert, 1):
-        return 0
-    return max(sum(t.nbytes for t in model.tensors if t.layer == il and is_expert(t.name))
-               for il in cpu_expert_layers)
+    if s.fork == "ik_llama.cpp":
+        if s.ubatch * model.n_expert_used < 32 * max(model.n_expert, 1):
+            return 0
+        return max(sum(t.nbytes for t in model.tensors if t.layer == il and is_expert(t.name))
+                   for il in cpu_expert_layers)
+    return max((t.nbytes for t in model.tensors if t.layer in set(cpu_expert_layers) and is_expert(t.name)),
+               default=0)
 
 
 @dataclass

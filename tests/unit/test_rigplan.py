@@ -105,14 +105,14 @@ def test_shared_gpus_split_between_services(glm):
 
 
 def test_render_and_plan_an_inventory_through_the_hub(tmp_path):
-    """A small MoE (2 GB, so the fake Hub hashes it quickly) on two 1 GiB cards: experts partly in RAM."""
+    """A small MoE (2 GB, so the fake Hub hashes it quickly) on two 2 GiB cards: experts partly in RAM."""
     hub_root = tmp_path / "hub"
     rev = hub_root / "acme" / "GLM-GGUF" / "main" / "Q"
     rev.mkdir(parents=True)
     synth.write_model(str(rev / "glm.gguf"), synth.qwen3moe(n_layer=8, n_expert=32), parts=3)
     inv = tmp_path / "inv.py"
     with FakeHub(hub_root) as hub:
-        data = {"gpus": [{"model": "NVIDIA GeForce RTX 3090", "memory_gib": 1}] * 2, "ram_gib": 16, "gpu_margin_mib": 256,
+        data = {"gpus": [{"model": "NVIDIA GeForce RTX 3090", "memory_gib": 2}] * 2, "ram_gib": 16, "gpu_margin_mib": 256,
                 "hub_endpoint": hub.url, "models": GLM,
                 "services": [svc(placement="auto", ctx_size=65536, cache_type_k="q8_0", cache_type_v="q8_0")]}
         inv.write_text(f"rigs = [('r1', {data!r})]\n")
