@@ -11,6 +11,7 @@ import re
 from collections import Counter
 
 from llamarig import layout
+from llamarig.release import rpc
 from llamarig.hostdata.rules import service_gpus
 from llamarig.planner.memory import MiB
 from llamarig.release.expect import answer_text
@@ -73,11 +74,15 @@ def rig_report(rig, release, live: dict | None = None) -> dict:
             "gpus": service_gpus(doc, svc),
             "placement": placement_line(plan) if plan is not None else "not planned: llama-server places it when it starts",
             "planned_by": ("llamarig" if sp is not None and sp.auto else "the data") if sp is not None else None,
-            "predicted_vram_mib": {r.name: round(r.total / MiB) for r in plan.devices} if plan is not None else None,
+            "predicted_vram_mib": ({rpc.to_llama(r.name, svc): round(r.total / MiB) for r in plan.devices}
+                                   if plan is not None else None),
+            "rpc": rpc.endpoints(svc),
             "answered": _answered(verdict, prompt),
             "exposure": (live.get("exposure") or {}).get(unit),
         })
-    return {"rig": rig.host, "gpus": gpus, "services": services, "executed": bool(live)}
+    lends = [{"unit": name, "endpoint": rpc.listen_endpoint(u.listen), "argv": list(u.argv)}
+             for name, u in getattr(release, "rpc_units", {}).items()]
+    return {"rig": rig.host, "gpus": gpus, "services": services, "rpc_servers": lends, "executed": bool(live)}
 
 
 def _answered(verdict, prompt: str | None = None) -> str | None:
@@ -107,6 +112,9 @@ def render(reports: list[dict], dry: bool) -> str:
             seen = f", {g['memory_used_mib']} MiB used now" if g.get("memory_used_mib") is not None else ""
             limit = f"{g['power_limit_w']:g} W" if g["power_limit_w"] is not None else "default power limit"
             lines.append(f"      GPU {g['index']}: {g['model']} {g['memory_gib']:g} GiB, {limit}{seen}")
+        for x in r.get("rpc_servers") or []:
+            lines.append(f"      {x['unit']}: rpc-server at {x['endpoint']}, lending {x['argv'][x['argv'].index('--device') + 1]}"
+                         f" -- no authentication: reachable only on a private network, never the internet")
         for s in r["services"]:
             lines.append(f"      {s['name']}: {s['url']}  {s['model']} ({s['repo']}@{str(s['commit'] or s['revision'])[:12]})"
                          f"  {s['fork']} {str(s['fork_commit'])[:12]}  ctx {s['ctx_size'] or 'trained'} x "
@@ -114,6 +122,9 @@ def render(reports: list[dict], dry: bool) -> str:
             lines.append(f"        placement: {s['placement']}")
             if s["predicted_vram_mib"]:
                 lines.append("        predicted VRAM: " + ", ".join(f"{d} {m} MiB" for d, m in s["predicted_vram_mib"].items()))
+            if s.get("rpc"):
+                lines.append(f"        RPC workers: {', '.join(s['rpc'])} (rpc-server has no authentication: this "
+                             f"link must be a private network)")
             if s["answered"] is not None:
                 lines.append(f"        answered: {s['answered']}")
             if s["exposure"] is not None:

@@ -108,7 +108,11 @@ def rpc_limit_notes(docs: dict[str, dict], deployed: set[str]) -> list[str]:
 
 def _prepare_all() -> dict[str, Deployment]:
     hosts = list(state.inventory)
-    docs, problems = validate_all([(h.name, h.data.dict()) for h in hosts])
+    groups: dict[str, list[str]] = {}
+    for h in hosts:
+        for g in getattr(h, "groups", None) or []:
+            groups.setdefault(getattr(g, "name", g), []).append(h.name)
+    docs, problems = validate_all([(h.name, h.data.dict()) for h in hosts], groups)
     out: dict[str, Deployment] = {}
     try:
         lock_file, locks = read_lock()

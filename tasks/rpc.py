@@ -17,6 +17,7 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from llamarig import layout, programs
+from llamarig.release import rpc
 
 from . import rig_programs
 from .util import executing, fail_command
@@ -147,15 +148,6 @@ def restart_after_workers(unit: str, workers: list):
                f"systemctl reset-failed {shlex.quote(unit)} 2>/dev/null || true; systemctl restart {shlex.quote(unit)}")
 
 
-def endpoint_of(listen: tuple[str, int]) -> str:
-    address, port = listen
-    if address in ("0.0.0.0", "::", "[::]"):
-        address = "127.0.0.1" if address == "0.0.0.0" else "::1"
-    if ":" in address and not address.startswith("["):
-        address = f"[{address}]"
-    return f"{address}:{port}"
-
-
 @deploy("RPC servers")
 def apply(deployment, built):
     doc, release = deployment.doc, deployment.release
@@ -175,5 +167,5 @@ def apply(deployment, built):
             commands=[f"systemctl reset-failed {name} 2>/dev/null || true; systemctl restart {name}"],
             _if=any_changed(put[name], *build_ops))
         systemd.service(name=f"Run {name}", service=name, running=True, enabled=True)
-        rpc_listening(name=f"{name} listens on {endpoint_of(u.listen)}", unit=name, endpoint=endpoint_of(u.listen))
+        rpc_listening(name=f"{name} listens on {rpc.listen_endpoint(u.listen)}", unit=name, endpoint=rpc.listen_endpoint(u.listen))
     return restarted

@@ -30,12 +30,13 @@ from llamarig.planner.gguf import GgufError, read_model
 from llamarig.planner.memory import GiB, MiB, Settings
 from llamarig.planner.plan import describe, plan
 from llamarig.hostdata.schema import CACHE_TYPES, _cache_type as _coerce_cache
+from llamarig.hostdata.rpc_links import groups_of
 from llamarig.hostdata.validate import format_problems, validate_all
 
 
 def _load(inventory: str):
     entries = load_inventory(inventory)
-    return validate_all([(e.name, e.data) for e in entries])
+    return validate_all([(e.name, e.data) for e in entries], groups_of(entries))
 
 
 def cmd_check(args) -> int:

@@ -342,6 +342,7 @@ def load_checked(inventory: str | Path) -> tuple[list[HostEntry], dict[str, dict
     stderr, when the file cannot be loaded or any host's data is bad (the CLI's commands stop there)."""
     import sys
 
+    from llamarig.hostdata.rpc_links import groups_of
     from llamarig.hostdata.validate import format_problems, validate_all
 
     try:
@@ -349,7 +350,7 @@ def load_checked(inventory: str | Path) -> tuple[list[HostEntry], dict[str, dict
     except InventoryError as exc:
         print(f"llamarig: {exc}", file=sys.stderr)
         return None
-    docs, problems = validate_all([(e.name, e.data) for e in entries])
+    docs, problems = validate_all([(e.name, e.data) for e in entries], groups_of(entries))
     if problems:
         print(format_problems(problems), file=sys.stderr)
         return None

@@ -3,7 +3,7 @@
 The only rule that reads two hosts' data. ``link_rpc(docs)`` runs once every host is validated (validate_all)
 and writes, into each service that names workers, ``rpc_devices``: the devices llama.cpp will see through its
 RPC backend, in the order it sees them. ``--rpc`` lists the servers in the order ``rpc_workers`` names them
-(a ``HOST`` entry: that rig's servers in its declared order), and llama.cpp numbers each server's devices
+(a ``HOST`` entry: that rig's servers in its declared order; a group: its rigs with servers, by name), and llama.cpp numbers each server's devices
 from 0 (``RPC<i>[HOST:PORT]``, ggml-rpc.cpp's buffer type name, which ``--override-tensor`` takes) and puts
 every RPC device before the local GPUs (src/llama.cpp: "add RPC servers at the front of the list"). Each
 device carries what the planner needs: its memory and the worker's margin.
@@ -44,17 +44,40 @@ def server_devices(host: str, doc: dict, server: dict) -> list[dict]:
             for k, g in enumerate(gpus)]
 
 
-def link_rpc(docs: dict[str, dict], known: set[str] | None = None) -> list[Problem]:
+def groups_of(entries) -> dict[str, list[str]]:
+    """The inventory's groups (name -> host names), from llamarig.hostdata.inventory's entries."""
+    out: dict[str, list[str]] = {}
+    for e in entries:
+        for g in e.groups:
+            out.setdefault(g, []).append(e.name)
+    return out
+
+
+def link_rpc(docs: dict[str, dict], known: set[str] | None = None,
+             groups: dict[str, list[str]] | None = None) -> list[Problem]:
     """Resolve every ``rpc_workers`` entry of every valid host (``docs``); ``known``: every host of the
-    inventory, valid or not (a worker with bad data is reported by its own problems, not as unknown)."""
+    inventory, valid or not (a worker with bad data is reported by its own problems, not as unknown);
+    ``groups``: the inventory's groups, an entry naming one standing for its hosts that declare
+    rpc_servers (by name, the service's own rig left out)."""
     known = set(docs) if known is None else known
+    groups = groups or {}
     problems: list[Problem] = []
     for host, doc in docs.items():
         for i, svc in enumerate(doc["services"]):
             where = f"services[{i}].rpc_workers"
             devices: list[dict] = []
             used: set[tuple[str, str]] = set()
+            refs = []
             for j, ref in enumerate(svc.get("rpc_workers") or []):
+                if ref not in known and "/" not in ref and ref in groups:
+                    members = sorted(h for h in groups[ref] if h != host and h in docs and docs[h]["rpc_servers"])
+                    if not members:
+                        problems.append(Problem(host, f"{where}[{j}]", ref, "a group with a rig that declares "
+                                                f"rpc_servers (its hosts: {', '.join(sorted(groups[ref]))})"))
+                    refs += [(j, m) for m in members]
+                else:
+                    refs.append((j, ref))
+            for j, ref in refs:
                 worker, _, name = ref.partition("/")
                 with_servers = sorted(h for h, d in docs.items() if d["rpc_servers"] and h != host)
                 if worker == host:

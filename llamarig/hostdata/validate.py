@@ -137,9 +137,11 @@ def _under(path: str, bad: set[str]) -> bool:
     return any(path == b or path.startswith(b + ".") or path.startswith(b + "[") for b in bad)
 
 
-def validate_all(hosts: list[tuple[str, dict]]) -> tuple[dict[str, dict], list[Problem]]:
+def validate_all(hosts: list[tuple[str, dict]], groups: dict[str, list[str]] | None = None
+                 ) -> tuple[dict[str, dict], list[Problem]]:
     """Validate every host, then what one host says of another (``rpc_workers``, rpc_links.py); returns the
-    normalized data of the valid ones and all problems."""
+    normalized data of the valid ones and all problems. ``groups``: the inventory's groups (name -> hosts), for
+    ``rpc_workers`` entries that name a group."""
     docs: dict[str, dict] = {}
     problems: list[Problem] = []
     for name, data in hosts:
@@ -147,7 +149,7 @@ def validate_all(hosts: list[tuple[str, dict]]) -> tuple[dict[str, dict], list[P
         problems += host_problems
         if not host_problems:
             docs[name] = doc
-    linked = link_rpc(docs, {name for name, _ in hosts})
+    linked = link_rpc(docs, {name for name, _ in hosts}, groups)
     for host in {p.host for p in linked}:
         docs.pop(host, None)
     return docs, problems + linked

@@ -68,3 +68,13 @@ def to_planner(device: str, service: dict) -> str:
 def describe(service: dict) -> str:
     """One line for people: which RPC devices, where."""
     return ", ".join(f"{d['name']} ({d['description']})" for d in devices(service))
+
+
+def listen_endpoint(listen: tuple[str, int]) -> str:
+    """Where an rpc-server bound to ``listen`` (address, port) answers on its own rig: a wildcard on loopback."""
+    address, port = listen
+    if address in ("0.0.0.0", "::", "[::]"):
+        address = "127.0.0.1" if address == "0.0.0.0" else "::1"
+    if ":" in address and not address.startswith("["):
+        address = f"[{address}]"
+    return f"{address}:{port}"

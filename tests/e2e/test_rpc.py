@@ -109,3 +109,72 @@ def test_a_stopped_worker_fails_the_main_rigs_change_and_leaves_its_unit(bed, pa
     run = bed.pyinfra("-y", inventory=inventory, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     assert chat(ports["chat"]).strip()
+
+
+def _completion(port: int, tokens: int = 32) -> dict:
+    import json
+    import urllib.request
+    body = json.dumps({"prompt": "Count slowly from one to one hundred:", "n_predict": tokens, "ignore_eos": True,
+                       "cache_prompt": False}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/completion", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=300) as response:
+        return json.loads(response.read())["timings"]
+
+
+def _ready_after_restart(bed, port: int) -> float:
+    import time
+    import urllib.request
+    t0 = time.monotonic()
+    bed.ssh("rpcm", "systemctl restart llamarig-chat.service")
+    while time.monotonic() - t0 < 300:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return time.monotonic() - t0
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("no /health within 300 s of the restart")
+
+
+def test_load_with_and_without_the_tensor_cache_and_decode_through_rpc_against_local(bed, pair):
+    """The figures the closing note gives (CPU rigs on one machine's loopback: the link is no network)."""
+    import json
+    inventory, ports = pair
+    cold, warm = [], []
+    for _ in range(3):
+        bed.ssh("rpcw", "find /var/cache/llamarig/rpc-lend/rpc -type f -delete")
+        cold.append(_ready_after_restart(bed, ports["chat"]))
+        warm.append(_ready_after_restart(bed, ports["chat"]))
+    through = [_completion(ports["chat"]) for _ in range(3)]
+    # the same model and layers, all on the main rig's CPU: a llama-server of the same build beside the unit
+    unit = bed.unit_text("rpcm")
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    words = exec_start.removeprefix("ExecStart=").split()
+    binary, model = words[0], words[words.index("--model") + 1]
+    local_port = ports["chat"] + 1 if ports["chat"] < 65000 else ports["chat"] - 1
+    bed.ssh("rpcm", f"nohup {binary} --model {model} --ctx-size 2048 --parallel 1 --threads 2 --n-gpu-layers 0 "
+                    f"--host 127.0.0.1 --port {local_port} > /tmp/local-server.log 2>&1 & echo $! > /tmp/local.pid")
+    try:
+        import time
+        import urllib.request
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{local_port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        local = [_completion(local_port) for _ in range(3)]
+    finally:
+        bed.ssh("rpcm", "kill $(cat /tmp/local.pid) 2>/dev/null || true", check=False)
+    figures = {"load_s_cache_cold": cold, "load_s_cache_warm": warm,
+               "decode_tps_rpc": [t["predicted_per_second"] for t in through],
+               "decode_tps_local": [t["predicted_per_second"] for t in local],
+               "prefill_tps_rpc": [t["prompt_per_second"] for t in through],
+               "prefill_tps_local": [t["prompt_per_second"] for t in local]}
+    (bed.project / "rpc-figures.json").write_text(json.dumps(figures, indent=1))
+    print(json.dumps(figures))
+    assert all(x > 0 for x in figures["decode_tps_rpc"] + figures["decode_tps_local"])
+    assert bed.ssh("rpcw", "find /var/cache/llamarig/rpc-lend/rpc -type f | wc -l").strip() != "0"

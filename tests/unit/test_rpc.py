@@ -181,3 +181,37 @@ def test_the_cache_is_pruned_least_recently_used_first(tmp_path):
     assert "removed 3 (3000 bytes)" in done.stdout
     done = subprocess.run([sys.executable, str(script), str(cache), "1000000"], capture_output=True, text=True)
     assert sorted(p.name for p in cache.iterdir()) == ["tensor3", "tensor4"] and "removed 0" in done.stdout
+
+
+def test_a_group_of_workers_stands_for_its_rigs_with_rpc_servers_by_name(tmp_path):
+    inventory = tmp_path / "rigs.py"
+    worker = lambda ip: {"gpus": [{"model": "NVIDIA GeForce RTX 3090", "memory_gib": 24}], "services": [],  # noqa: E731
+                         "models": {}, "rpc_servers": [{"name": "gpu", "host": ip}]}
+    inventory.write_text(
+        "garage = [('garage', {'gpus': [], 'ram_gib': 64, 'models': {'gemma': {'repo': 'acme/gemma-GGUF'}}, "
+        "'services': [{'name': 'chat', 'model': 'gemma', 'port': 8080, 'rpc_workers': ['office']}]})]\n"
+        f"office = [('office2', {worker('10.10.0.3')!r}), ('office1', {worker('10.10.0.2')!r}), "
+        "('printer', {'gpus': [], 'services': [], 'models': {}})]\n")
+    entries = load_inventory(inventory, cwd=ROOT)
+    from llamarig.hostdata.rpc_links import groups_of
+    docs, problems = validate_all([(e.name, e.data) for e in entries], groups_of(entries))
+    assert problems == [], [str(p) for p in problems]
+    assert rpc.endpoints(docs["garage"]["services"][0]) == ["10.10.0.2:50052", "10.10.0.3:50052"]
+    _docs, problems = validate_all([(e.name, e.data) for e in entries if e.name != "garage"] +
+                                   [("garage", {**next(e for e in entries if e.name == "garage").data,
+                                                "services": [{"name": "chat", "model": "gemma", "port": 8080,
+                                                              "rpc_workers": ["garage"]}]})],
+                                   {"garage": ["garage"]})
+    assert [str(p) for p in problems] == [
+        "garage: services[0].rpc_workers[0] = 'garage': expected another rig (a service uses its own GPUs directly, "
+        "not through RPC)"]
+
+
+def test_the_closing_report_says_the_link_must_be_private():
+    from llamarig.report import render, rig_report
+    from tests.unit.helpers import resolved_rig
+    docs = linked({"services": [{"name": "chat", "model": "gemma", "port": 8080, "rpc_workers": ["office"]}]})
+    text = render([rig_report(resolved_rig(h, docs[h]), release_of(h, docs[h])) for h in ("garage", "office")], dry=True)
+    assert ("llamarig-rpc-office.service: rpc-server at 10.10.0.2:50052, lending CUDA0,CUDA1 -- no authentication: "
+            "reachable only on a private network, never the internet") in text
+    assert "RPC workers: 10.10.0.2:50052 (rpc-server has no authentication: this link must be a private network)" in text
