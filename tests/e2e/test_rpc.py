@@ -126,7 +126,8 @@ def _ready_after_restart(bed, port: int) -> float:
     import time
     import urllib.request
     t0 = time.monotonic()
-    bed.ssh("rpcm", "systemctl restart llamarig-chat.service")
+    # reset-failed: the unit's start limit (3 in 15 minutes) counts these restarts too
+    bed.ssh("rpcm", "systemctl reset-failed llamarig-chat.service; systemctl restart llamarig-chat.service")
     while time.monotonic() - t0 < 300:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
