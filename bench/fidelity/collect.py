@@ -85,15 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--md")
     args = ap.parse_args(argv)
     found = rows(args.dir)
-    text = table(found)
-    print(text)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(found, f, indent=1)
-    if args.md:
-        with open(args.md, "w") as f:
-            f.write(text + "\n")
+    show(table(found), args.md)
     return 0
+
+
+def show(text: str, md: str | None) -> None:
+    """Print a table, and write it to ``md`` when given."""
+    print(text)
+    if md:
+        with open(md, "w") as f:
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sys
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, REPO)
 
-from bench.fidelity.collect import within  # noqa: E402
+from bench.fidelity.collect import show, within  # noqa: E402
 from llamarig.planner.gguf import read_model  # noqa: E402
 from llamarig.planner.memory import GiB, MiB, Settings  # noqa: E402
 from llamarig.planner.placement import Flags  # noqa: E402
@@ -67,11 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{m:,} | {then:,} ({then - m:+,}) | {now['total']:,} ({now['weights']:,} + {now['kv']:,} + "
                      f"{now['compute']:,} + {now['runtime']:,}) | {now['total'] - m:+,} | "
                      f"{'ok' if within(now['total'], m) else 'MISSED'} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.md:
-        with open(args.md, "w") as f:
-            f.write(text + "\n")
+    show("\n".join(lines), args.md)
     return 0
 
 
