@@ -6,7 +6,7 @@
 # --- GPUs: the rig's NVIDIA cards in nvidia-smi index order ([] = CPU only) ---
 gpus = []
 ram_gib = None  # system RAM for weights kept off the GPUs (the planner's host budget)
-gpu_margin_mib = 1024  # per GPU, left free by the planner
+gpu_margin_mib = 1024  # per GPU, left free by the planner beyond everything it counts
 
 # --- build: which llama.cpp, at which ref, how ---
 build_fork = "llama.cpp"  # or "ik_llama.cpp"

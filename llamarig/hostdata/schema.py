@@ -202,8 +202,8 @@ SCHEMA = {
                           "meta": _doc("system RAM in GiB the servers may use for weights kept off the GPUs; "
                                        "null: not planned against", 256)}),
     "gpu_margin_mib": {"type": "integer", "required": True, "min": 0,
-                       "meta": _doc("MiB of every GPU the planner leaves free for what llama.cpp does not count "
-                                    "(CUDA context, cuBLAS workspace; llama.cpp's own --fit-target is 1024)", 1024)},
+                       "meta": _doc("MiB of every GPU the planner leaves free beyond what it counts (weights, caches, "
+                                    "compute buffers and the CUDA runtime; llama.cpp's own --fit-target is 1024)", 1024)},
     "build_fork": {"type": "string", "required": True, "allowed": FORKS,
                    "meta": _doc("which llama.cpp to build", "llama.cpp")},
     "build_git_url": {"type": "string", "required": True, "empty": False,
