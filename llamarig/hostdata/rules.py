@@ -119,6 +119,8 @@ RESERVED_NAMES = {"power"}  # llamarig-power.service is the boot-time power unit
 
 
 _DEVICE = re.compile(r"(CPU|CUDA(\d+))")
+_URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/@:]*):([^/@]+)@")  # scheme://user:SECRET@host
+_HTTP_USERINFO = re.compile(r"^(?i:https?)://([^/@]+)@")  # https://TOKEN@host or https://user:TOKEN@host
 _RPC_DEVICE = re.compile(r"RPC\d+\[[^\]]+\]")  # llama.cpp's name of a device through RPC: RPC0[10.0.0.2:50052]
 
 
@@ -155,6 +157,15 @@ def cross_check(host: str, doc: dict) -> list[Problem]:
                 "llama-server" not in other["build_targets"]:
             bad(f"tune_forks[{i}].build_targets", other["build_targets"], "a list that includes llama-server")
 
+    for path, url in [("build_git_url", doc["build_git_url"])] + [
+            (f"tune_forks[{i}].build_git_url", t.get("build_git_url")) for i, t in enumerate(doc.get("tune_forks") or [])
+            if isinstance(t, dict)]:
+        secret = (_HTTP_USERINFO.match(url) or _URL_PASSWORD.match(url)) if isinstance(url, str) else None
+        if secret:
+            g = secret.lastindex  # the part to hide: an http(s) URL's whole user part, another's password
+            bad(path, Masked(url[:secret.start(g)] + "***" + url[secret.end(g):]),
+                "a URL without a password or token in it (it would be written into the build record, the rig's "
+                "git config and the deploy's output): use a public URL, or a credential helper on the rig")
     if doc["service_user"] == "root":
         bad("service_user", doc["service_user"], "a user other than root (the hardened units run the servers unprivileged)")
 

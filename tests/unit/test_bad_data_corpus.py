@@ -650,6 +650,13 @@ BAD = [
     ("rpc_workers not a list", {"services": [svc(rpc_workers="r2")]}, [
         "r1: services[0].rpc_workers = 'r2': expected a list, such as ['r2']",
     ]),
+    ("a token in the git URL", {"build_git_url": f"https://{SECRET}@github.com/ggml-org/llama.cpp"}, [
+        "r1: build_git_url = https://***@github.com/ggml-org/llama.cpp: expected a URL without a password or token in it (it would be written into the build record, the rig's git config and the deploy's output): use a public URL, or a credential helper on the rig",
+    ]),
+    ("a password in a tune fork's git URL", {"tune_forks": [{"build_fork": "ik_llama.cpp", "build_ref": "main",
+                                                            "build_git_url": f"ssh://git:{SECRET}@git.lan/ik_llama.cpp"}]}, [
+        "r1: tune_forks[0].build_git_url = ssh://git:***@git.lan/ik_llama.cpp: expected a URL without a password or token in it (it would be written into the build record, the rig's git config and the deploy's output): use a public URL, or a credential helper on the rig",
+    ]),
     ("service_user root", {"service_user": "root"}, [
         "r1: service_user = 'root': expected a user other than root (the hardened units run the servers unprivileged)",
     ]),
@@ -811,6 +818,9 @@ BAD = [
 
 
 VALID = [
+    ("an ssh git URL with a user", {"build_git_url": "git@github.com:ggml-org/llama.cpp.git",
+                                    "tune_forks": [{"build_fork": "ik_llama.cpp", "build_ref": "main",
+                                                    "build_git_url": "ssh://git@git.lan/ik_llama.cpp"}]}),
     ("a main rig and its RPC worker", [("r1", {"services": [svc(rpc_workers=["r2"])]}), ("r2", W)]),
     ("a worker lending its CPU, bound everywhere by choice",
      [("r1", {"services": [svc(rpc_workers=["r2/cpu"])]}),
