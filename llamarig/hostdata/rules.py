@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import re
 
-from llamarig.forks.options import fork_problems
+from llamarig.forks.options import canonical, fork_problems
 from llamarig.hostdata import messages, values
 from llamarig.hostdata.problems import Key, Masked, Problem
 from llamarig.hostdata.schema import FORKS
@@ -119,6 +119,9 @@ RESERVED_NAMES = {"power"}  # llamarig-power.service is the boot-time power unit
 
 
 _DEVICE = re.compile(r"(CPU|CUDA(\d+))")
+# flags llamarig renders itself from keys its checks rely on: in extra_args they would override them
+_OWNED = {"--model": "the service's model (models.NAME) sets it", "--port": "the key port sets it",
+          "--host": "the key host sets it", "--rpc": "rpc_workers sets it"}
 _URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/@:]*):([^/@]+)@")  # scheme://user:SECRET@host
 _HTTP_USERINFO = re.compile(r"^(?i:https?)://([^/@]+)@")  # https://TOKEN@host or https://user:TOKEN@host
 _RPC_DEVICE = re.compile(r"RPC\d+\[[^\]]+\]")  # llama.cpp's name of a device through RPC: RPC0[10.0.0.2:50052]
@@ -303,6 +306,12 @@ def _service_rules_without_gpus(doc, where, svc, bad) -> None:
         bad(f"{where}.extra_args", Masked(_masked_args(svc["extra_args"])),
             "no --hf-token (a token on the command line is readable by every local user, and llamarig downloads "
             "the model itself: use hub_token_env or hub_token_file)")
+    fork = doc["build_fork"] if doc["build_fork"] in FORKS else "llama.cpp"
+    for arg in args:
+        key = _OWNED.get(canonical(fork, arg.split("=", 1)[0]) if arg.startswith("-") else "")
+        if key:
+            bad(f"{where}.extra_args", arg, f"no {arg.split('=', 1)[0]} in extra_args ({key}: a second one would be "
+                                            f"the one llama-server uses, and the unit's checks would look at another)")
     if svc["placement"] == "auto":
         for key in ("n_gpu_layers", "tensor_split", "n_cpu_moe", "cpu_moe", "fit"):
             if svc[key] not in (None, False) and not (key == "fit" and svc[key] is False):

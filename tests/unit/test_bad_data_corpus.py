@@ -657,6 +657,12 @@ BAD = [
                                                             "build_git_url": f"ssh://git:{SECRET}@git.lan/ik_llama.cpp"}]}, [
         "r1: tune_forks[0].build_git_url = ssh://git:***@git.lan/ik_llama.cpp: expected a URL without a password or token in it (it would be written into the build record, the rig's git config and the deploy's output): use a public URL, or a credential helper on the rig",
     ]),
+    ("a second port in extra_args", {"services": [svc(extra_args=["--port", "9000"])]}, [
+        "r1: services[0].extra_args = '--port': expected no --port in extra_args (the key port sets it: a second one would be the one llama-server uses, and the unit's checks would look at another)",
+    ]),
+    ("another model in extra_args", {"services": [svc(extra_args=["-m=/srv/other.gguf"])]}, [
+        "r1: services[0].extra_args = '-m=/srv/other.gguf': expected no -m in extra_args (the service's model (models.NAME) sets it: a second one would be the one llama-server uses, and the unit's checks would look at another)",
+    ]),
     ("service_user root", {"service_user": "root"}, [
         "r1: service_user = 'root': expected a user other than root (the hardened units run the servers unprivileged)",
     ]),
