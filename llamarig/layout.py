@@ -101,12 +101,15 @@ def known_good_record(unit: str) -> str:
 def service_url(service: dict) -> str:
     """Where a service answers on its own rig (it may bind loopback only): its bind address, or loopback."""
     bind = service["host"]
-    address = "127.0.0.1" if bind in (None, "0.0.0.0", "127.0.0.1", "localhost") else bind
-    if bind == "::":
-        address = "[::1]"
-    elif ":" in address and not address.startswith("["):
+    address = "127.0.0.1" if bind in (None, "0.0.0.0", "127.0.0.1", "localhost") else "::1" if bind == "::" else bind
+    return f"http://{host_port(address, service['port'])}"
+
+
+def host_port(address: str, port: int) -> str:
+    """ADDRESS:PORT, an IPv6 address in brackets ([fd00::2]:50052)."""
+    if ":" in address and not address.startswith("["):
         address = f"[{address}]"
-    return f"http://{address}:{service['port']}"
+    return f"{address}:{port}"
 
 
 def unit_name(service_name: str) -> str:

@@ -81,7 +81,7 @@ def rig_report(rig, release, live: dict | None = None) -> dict:
             "exposure": (live.get("exposure") or {}).get(unit),
         })
     lends = [{"unit": name, "endpoint": rpc.listen_endpoint(u.listen), "argv": list(u.argv)}
-             for name, u in getattr(release, "rpc_units", {}).items()]
+             for name, u in release.rpc_units.items()]
     return {"rig": rig.host, "gpus": gpus, "services": services, "rpc_servers": lends, "executed": bool(live)}
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from io import StringIO
 
-from pyinfra import host
+from pyinfra import host, state
 from pyinfra.api import FactBase, deploy, operation
+from pyinfra.context import ctx_host
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -20,7 +22,7 @@ from llamarig import layout, programs
 from llamarig.release import rpc
 
 from . import rig_programs
-from .util import executing, fail_command
+from .util import executing, fail_command, restart_command
 
 # Connect to every endpoint (a TCP connection is what llama.cpp's RPC client opens first); one JSON line of
 # the ones that did not answer. Repeated for up to WAIT seconds (a just started rpc-server binds in a moment).
@@ -76,9 +78,9 @@ def rpc_listening(unit: str, endpoint: str, wait_s: int = 60):
         return
     bad = host.get_fact(UnreachableEndpoints, endpoints=[endpoint], wait=wait_s)
     if bad:
-        yield fail_command(f"{unit} does not accept connections on {endpoint} ({bad.get(endpoint)}); "
-                           f"journalctl -u {unit}:")
-        yield f"journalctl -u {shlex.quote(unit)} -n 30 --no-pager >&2 || true; exit 1"
+        # one command: fail_command's exit would end the host before a second one printed the journal
+        message = f"llamarig: {unit} does not accept connections on {endpoint} ({bad.get(endpoint)}); journalctl -u {unit}:"
+        yield f"echo {shlex.quote(message)} >&2; journalctl -u {shlex.quote(unit)} -n 30 --no-pager >&2 || true; exit 1"
 
 
 def reachable_or_fail(unit: str, workers: list[tuple[str, str]]):
@@ -129,9 +131,6 @@ def restart_after_workers(unit: str, workers: list):
     if not executing():
         host.noop(f"{unit} is restarted while executing if an RPC worker started after it")
         return
-    import time
-    from pyinfra import state
-    from pyinfra.context import ctx_host
     nonce = str(time.time())
     mine = host.get_fact(StartedAt, unit=unit, nonce=nonce)
     later = []
@@ -145,14 +144,14 @@ def restart_after_workers(unit: str, workers: list):
             later.append(f"{name}'s {rpc_unit}")
     if later:
         yield (f"echo {shlex.quote(f'llamarig: {unit}: restarted: ' + ', '.join(later) + ' started after it')}; "
-               f"systemctl reset-failed {shlex.quote(unit)} 2>/dev/null || true; systemctl restart {shlex.quote(unit)}")
+               + restart_command(unit))
 
 
 @deploy("RPC servers")
 def apply(deployment, built):
     doc, release = deployment.doc, deployment.release
     if not release.rpc_units:
-        return {}
+        return
     rig_programs.install(doc, programs.RPC_CACHE)
     server.user(name=f"Service user {doc['service_user']}", user=doc["service_user"], system=True,
                 home=layout.STATE_DIR, shell="/usr/sbin/nologin", create_home=False)
@@ -160,12 +159,9 @@ def apply(deployment, built):
            for name, u in release.rpc_units.items()}
     systemd.daemon_reload(name="systemd daemon-reload (RPC servers)", _if=any_changed(*put.values()))
     build_ops = built.ops if built else ()
-    restarted = {}
     for name, u in release.rpc_units.items():
-        restarted[name] = server.shell(
-            name=f"Restart {name} (unit or build changed)",
-            commands=[f"systemctl reset-failed {name} 2>/dev/null || true; systemctl restart {name}"],
-            _if=any_changed(put[name], *build_ops))
+        server.shell(name=f"Restart {name} (unit or build changed)", commands=[restart_command(name)],
+                     _if=any_changed(put[name], *build_ops))
         systemd.service(name=f"Run {name}", service=name, running=True, enabled=True)
-        rpc_listening(name=f"{name} listens on {rpc.listen_endpoint(u.listen)}", unit=name, endpoint=rpc.listen_endpoint(u.listen))
-    return restarted
+        listen = rpc.listen_endpoint(u.listen)
+        rpc_listening(name=f"{name} listens on {listen}", unit=name, endpoint=listen)

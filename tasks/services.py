@@ -17,7 +17,7 @@ from llamarig.release.unit import POWER_UNIT
 
 from .root_files import secret_file
 from .rpc import reachable_or_fail, restart_after_workers
-from .util import executing, fail_command
+from .util import executing, fail_command, restart_command
 
 
 class LlamarigUnits(FactBase):
@@ -104,16 +104,6 @@ def server_unit(unit: str, text: str, argv: list, fork: str, binary: str, worker
     yield from files.put._inner(src=StringIO(text), dest=layout.unit_path(unit), mode="644")
 
 
-class _either:
-    """Two operations' outcome as one, for ``_if=``: changed when either did."""
-
-    def __init__(self, *ops):
-        self.ops = ops
-
-    def did_change(self):
-        return any(op.did_change() for op in self.ops)
-
-
 @deploy("Services")
 def apply(deployment, built, model_ops=None):
     doc, rig, release = deployment.doc, deployment.rig, deployment.release
@@ -164,14 +154,12 @@ def apply(deployment, built, model_ops=None):
         if svc["model"] in model_ops:
             triggers.append(model_ops[svc["model"]])
         # reset-failed first: a unit that hit its start limit (say, yesterday's bad model) refuses a plain restart.
-        restarted[unit] = server.shell(
-            name=f"Restart {unit} (unit, binary or model changed)",
-            commands=[f"systemctl reset-failed {unit} 2>/dev/null || true; systemctl restart {unit}"],
-            _if=any_changed(*triggers))
+        restarts = [server.shell(name=f"Restart {unit} (unit, binary or model changed)",
+                                 commands=[restart_command(unit)], _if=any_changed(*triggers))]
         workers = sorted({(d["worker"], layout.rpc_unit_name(d["server"])) for d in svc.get("rpc_devices") or []})
         if workers:
-            rpc_restart = restart_after_workers(name=f"Restart {unit} if an RPC worker started after it",
-                                                unit=unit, workers=workers)
-            restarted[unit] = _either(restarted[unit], rpc_restart)
+            restarts.append(restart_after_workers(name=f"Restart {unit} if an RPC worker started after it",
+                                                  unit=unit, workers=workers))
+        restarted[unit] = any_changed(*restarts)  # whether the unit restarted in this run (verify waits for it)
         systemd.service(name=f"Run {unit}", service=unit, running=True, enabled=True)
     return release.units, restarted

@@ -16,6 +16,12 @@ def fail_command(message: str) -> StringCommand:
     return StringCommand(f"echo {shlex.quote('llamarig: ' + message)} >&2; exit 1")
 
 
+def restart_command(unit: str) -> str:
+    """Restart ``unit``, reset-failed first: a unit that hit its start limit refuses a plain restart."""
+    q = shlex.quote(unit)
+    return f"systemctl reset-failed {q} 2>/dev/null || true; systemctl restart {q}"
+
+
 def executing() -> bool:
     """True while pyinfra executes operations, False while it prepares (and in --dry)."""
     return getattr(host.state, "current_stage", None) == StateStage.Execute

@@ -131,7 +131,6 @@ def apply(deployment, units, restarted=None):
     for name, u in units.items():
         if restarted and name in restarted:
             service_ready(name=f"Wait for {name} to load", unit=name, expect_file=layout.expectation_file(name),
-                          script=script, _if=restarted[name].did_change)
-            report.unit_exposure(name=f"Exposure of {name} (for the report)", unit=name,
-                                  _if=restarted[name].did_change)
+                          script=script, _if=restarted[name])
+            report.unit_exposure(name=f"Exposure of {name} (for the report)", unit=name, _if=restarted[name])
         service_answers(name=f"Verify {name}", unit=name, unit_text=u.text, expect=u.expect, script=script)

@@ -15,16 +15,15 @@ fork, URL or ref is refused.
 from __future__ import annotations
 
 from llamarig.hostdata.problems import Problem
+from llamarig.layout import host_port
 
 GiB, MiB = 1 << 30, 1 << 20
 SAME_BUILD = ("build_fork", "build_git_url", "build_ref")
 
 
 def endpoint(server: dict) -> str:
-    address = server["address"] or server["host"]
-    if ":" in address and not address.startswith("["):
-        address = f"[{address}]"
-    return f"{address}:{server['port']}"
+    """Where main rigs connect to an rpc-server: its ``address``, else the address it binds."""
+    return host_port(server["address"] or server["host"], server["port"])
 
 
 def lent_gpus(doc: dict, server: dict) -> list[int]:
@@ -79,13 +78,13 @@ def link_rpc(docs: dict[str, dict], known: set[str] | None = None,
                     refs.append((j, ref))
             for j, ref in refs:
                 worker, _, name = ref.partition("/")
-                with_servers = sorted(h for h, d in docs.items() if d["rpc_servers"] and h != host)
                 if worker == host:
                     problems.append(Problem(host, f"{where}[{j}]", ref, "another rig (a service uses its own GPUs "
                                                                         "directly, not through RPC)"))
                     continue
                 if worker not in docs:
                     if worker not in known:
+                        with_servers = sorted(h for h, d in docs.items() if d["rpc_servers"] and h != host)
                         problems.append(Problem(host, f"{where}[{j}]", ref, "a host of this inventory that declares "
                                                 f"rpc_servers (those that do: {', '.join(with_servers) or 'none'})"))
                     continue

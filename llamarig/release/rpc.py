@@ -10,6 +10,7 @@ hand-written ``tensor_overrides`` device back for the memory check.
 
 from __future__ import annotations
 
+from llamarig import layout
 from llamarig.planner.memory import DEFAULT_HOST_MARGIN
 from llamarig.planner.placement import CPU, cuda
 
@@ -75,6 +76,4 @@ def listen_endpoint(listen: tuple[str, int]) -> str:
     address, port = listen
     if address in ("0.0.0.0", "::", "[::]"):
         address = "127.0.0.1" if address == "0.0.0.0" else "::1"
-    if ":" in address and not address.startswith("["):
-        address = f"[{address}]"
-    return f"{address}:{port}"
+    return layout.host_port(address, port)
