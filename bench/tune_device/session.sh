@@ -18,6 +18,7 @@ WORK=${WORK:-/tmp/tunedev}
 B="$WORK/build"
 KEEP_MIB=${KEEP_MIB:-24576}
 TUNE_MINUTES=${TUNE_MINUTES:-8}
+MAIN_CASES=${MAIN_CASES:-qwen3moe qwen35moe gpt-oss-20b}   # llama.cpp's fidelity cases (run while ik builds)
 TUNE_ARGS=${TUNE_ARGS:---depth 1024 --tokens 64 --repetitions 5 --rounds 2 --finalists 2 --axes ubatch,margin,fork_options --ubatches 1024 --drop grouped_expert_routing,merge_qkv,gpu_margin_mib_768,^ubatch_size,^gpu_margin --load-timeout 240}
 export PYTHONPATH="$HERE/.carry/pydeps:$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
 T0=$(date +%s)
@@ -52,6 +53,7 @@ built() {  # built FORK: waits for FORK's build to end; false when it failed (or
 nvcc -O2 -arch=sm_90 -o "$WORK/ballast" "$REPO/bench/seed_limits/ballast.cu" > "$WORK/ballast.build" 2>&1 || say "ballast build FAILED"
 python3 "$REPO/bench/serve_bench/write_model.py" "$WORK/model.gguf" > "$WORK/model.log" 2>&1 || say "model FAILED: $(tail -3 "$WORK/model.log")"
 for m in qwen35moe gpt-oss-20b; do
+  case " $MAIN_CASES " in *" $m "*) ;; *) continue ;; esac
   python3 "$REPO/bench/fidelity/write_model.py" "$REPO/bench/fidelity/specs/$m.json" "$WORK/$m.gguf" || say "$m FAILED"
 done
 say "models and ballast: $(ls -s "$WORK"/*.gguf | tr '\n' ' ')"
@@ -70,9 +72,13 @@ fid() {  # fid FORK SERVER NAME MODEL [run_cases options]
     --out "$WORK/fidelity" "$@" >> "$WORK/fidelity.log" 2>&1
 }
 MAIN="$B/llama.cpp/bin/llama-server" IK="$B/ik_llama.cpp/bin/llama-server"
-fid llama.cpp "$MAIN" qwen3moe "$WORK/model.gguf" --n-vocab 7000
-fid llama.cpp "$MAIN" qwen35moe "$WORK/qwen35moe.gguf" --cache-type q8_0 --ubatch 512 --n-vocab 240000
-fid llama.cpp "$MAIN" gpt-oss-20b "$WORK/gpt-oss-20b.gguf" --ubatch 512 --n-vocab 200000
+for c in $MAIN_CASES; do
+  case $c in
+    qwen3moe) fid llama.cpp "$MAIN" qwen3moe "$WORK/model.gguf" --n-vocab 7000 ;;
+    qwen35moe) fid llama.cpp "$MAIN" qwen35moe "$WORK/qwen35moe.gguf" --cache-type q8_0 --ubatch 512 --n-vocab 240000 ;;
+    gpt-oss-20b) fid llama.cpp "$MAIN" gpt-oss-20b "$WORK/gpt-oss-20b.gguf" --ubatch 512 --n-vocab 200000 ;;
+  esac
+done
 rm -f "$WORK/qwen35moe.gguf" "$WORK/gpt-oss-20b.gguf"   # their page cache back to the machine
 say "llama.cpp fidelity done"
 
