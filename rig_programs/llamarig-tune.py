@@ -23,6 +23,7 @@ The local runner (``llamarig.tune.runners.LocalRunner``, a machine without syste
 and uses ``LocalServer`` in place of ``SystemdServer``: the same readiness wait and failure words.
 """
 
+import ctypes
 import fcntl
 import importlib.util
 import json
@@ -117,6 +118,15 @@ def wait_ready(url, key, alive, log, timeout_s):
         time.sleep(0.5)
 
 
+def die_with_parent():
+    """In the child, before exec: the kernel kills it when the tune that started it dies (Linux's
+    PR_SET_PDEATHSIG), so that no candidate outlives a controller killed without a chance to stop it."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class LocalServer:
     """A candidate as a child process (a machine without systemd): its log in a file, killed at its deadline."""
 
@@ -131,7 +141,8 @@ class LocalServer:
         env.update(self.spec.get("env") or {})
         handle = open(self.log_path, "wb")
         self.proc = subprocess.Popen([self.spec["binary"], *self.spec["argv"]], stdout=handle,
-                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                     preexec_fn=die_with_parent)
         handle.close()
         if self.spec.get("deadline_s"):
             self.timer = threading.Timer(self.spec["deadline_s"], self.stop)
@@ -155,14 +166,25 @@ class LocalServer:
     def stop(self):
         if self.timer:
             self.timer.cancel()
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGINT)  # llama-server frees the GPU on SIGINT
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # llama-server frees the GPU on SIGINT
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        # then the whole process group, whatever the server did: what it forked lives on otherwise (ggml's
+        # abort forks gdb for a backtrace, which can hang attached, holding the dead server's GPU memory
+        # through the device files it inherited)
         try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
             self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 class SystemdServer:

@@ -35,6 +35,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, REPO)
 
 from bench.seed_limits.cases import Sampler, gpu_state, http, stop  # noqa: E402
+from llamarig.tune.engine import CRASH  # noqa: E402
 
 PORT = 18290
 
@@ -61,7 +62,7 @@ def prompt_ids(n: int, n_vocab: int, seed: int) -> list[int]:
 
 def stacks(pid: int) -> str | None:
     """Every thread's backtrace of a server that does not answer (gdb, when the machine has it)."""
-    for gdb in ("gdb", "cuda-gdb"):
+    for gdb in (os.environ.get("STACKS_GDB") or "gdb", "cuda-gdb"):  # STACKS_GDB: when PATH's gdb is a stub
         try:
             done = subprocess.run([gdb, "-batch", "-p", str(pid), "-ex", "thread apply all bt 25"],
                                   capture_output=True, text=True, timeout=60)
@@ -131,8 +132,12 @@ def run_case(args, name: str, ctx: int, ubatch: int, parallel: int) -> dict:
     before = doc["before"].get("used")
     doc["measured_mib"] = (sampler.peak_used_mib - before) if None not in (sampler.peak_used_mib, before) else None
     with open(logpath, errors="replace") as f:
-        doc["log_tail"] = f.read()[-3000:] if outcome != "serves" else None
+        text = f.read()
+    doc["log_tail"] = text[-3000:] if outcome != "serves" else None
+    doc["crash"] = next((line.strip() for line in text.splitlines() if CRASH.search(line)), None)
     pred = plan["devices"][0]["total"] / 2**20 if plan["devices"] else None
+    if doc["crash"]:
+        log(f"{name}: the server crashed: {doc['crash']}")
     log(f"{name}: {outcome} in {doc['wall_s']} s (prompt {doc.get('prompt_tokens')} tokens); measured "
         f"{doc['measured_mib']} MiB, predicted {pred:.0f} MiB" if pred is not None else f"{name}: {outcome}")
     return doc

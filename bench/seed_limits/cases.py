@@ -140,9 +140,21 @@ def http(url: str, body: dict | None = None, timeout: float = 2.0) -> tuple[int,
         return 0, f"{type(e).__name__}: {e}"
 
 
+def kill_group(pgid: int) -> None:
+    """SIGKILL to what is left of a server's process group (started with start_new_session): ggml's abort
+    forks gdb for a backtrace, which can hang attached and keeps the dead server's GPU memory through the
+    device files it inherited."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def stop(p: subprocess.Popen, grace: float = 25.0) -> tuple[int | None, str]:
-    """SIGTERM, wait, SIGKILL. Returns (exit code, how it ended: already-exited, sigterm or sigkill)."""
+    """SIGTERM, wait, SIGKILL, then the rest of its process group. Returns (exit code, how it ended:
+    already-exited, sigterm or sigkill)."""
     if p.poll() is not None:
+        kill_group(p.pid)
         return p.returncode, "already-exited"
     try:
         p.send_signal(signal.SIGTERM)
@@ -150,13 +162,11 @@ def stop(p: subprocess.Popen, grace: float = 25.0) -> tuple[int | None, str]:
         pass
     try:
         p.wait(grace)
+        kill_group(p.pid)
         return p.returncode, "sigterm"
     except subprocess.TimeoutExpired:
         log(f"pid {p.pid} still running {grace:.0f} s after SIGTERM: SIGKILL")
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(p.pid)
         p.wait(10)
         return p.returncode, "sigkill"
 

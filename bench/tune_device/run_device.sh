@@ -31,7 +31,7 @@ fi
 home() {
   cat "$B"/*.done > "$WORK/build-times.txt" 2>/dev/null
   (cd "$WORK" && tar -czf "$OUT/partial.tar.gz" --ignore-failed-read session.log build-times.txt env-before.txt \
-      fidelity fidelity.log tune.log tune/partial.json tune/tune.json tune/tune.txt tune/logs model.log \
+      fidelity fidelity.log smoke ik_args.txt tune.log tune/partial.json tune/tune.json tune/tune.txt tune/logs model.log \
       ballast.out build_both.out 2>/dev/null)
   for fork in llama.cpp; do   # once, in the first call after it is built (ik's would not fit a carry beside it)
     [ -f "$B/$fork.done" ] && grep -qx rc=0 "$B/$fork.done" && [ ! -f "$WORK/$fork.sent" ] || continue

@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -63,14 +64,28 @@ def rig_doc() -> dict:
     return docs["h200"]
 
 
-def preparer(doc: dict, look: Lookups, binaries: dict, local: dict):
+def preparer(doc: dict, look: Lookups, binaries: dict, local: dict, fork_args: dict | None = None):
     """prepare() as the CLI does it: each candidate against its own build (the rig's, or a tune_forks one),
-    whose llama-server is mapped to this machine's build of that fork."""
+    whose llama-server is mapped to this machine's build of that fork; ``fork_args[fork]``: arguments added to
+    every candidate of that fork (what it needs to serve on this machine at all, found by session.sh)."""
     def prep(c: Candidate) -> Prepared:
         rig, release, problem = release_for("h200", changed_doc(doc, "bench", c), (None, None), look,
                                             RigFacts(True, ("90",)), preview=True)
         if release is None:
             return Prepared(c, problem=problem)
+        extra = (fork_args or {}).get(rig.doc["build_fork"]) or []
+        if extra and c.service.get("extra_args", [])[-len(extra):] != extra:  # as the service's extra_args: in the plan's arguments and in the winner's host keys alike
+            c = dataclasses.replace(c, label=f"{c.label} [{' '.join(extra)}]", service={
+                **c.service, "extra_args": [*doc["services"][0].get("extra_args", []), *extra]})
+            return prep_plain(c)
+        return prep_plain(c, rig, release)
+
+    def prep_plain(c: Candidate, rig=None, release=None) -> Prepared:
+        if release is None:
+            rig, release, problem = release_for("h200", changed_doc(doc, "bench", c), (None, None), look,
+                                                RigFacts(True, ("90",)), preview=True)
+            if release is None:
+                return Prepared(c, problem=problem)
         p = prepare("h200", doc, "bench", c, (None, None), look, release.build["key"], RigFacts(True, ("90",)))
         if p.binary:
             fork = rig.doc["build_fork"]
@@ -137,8 +152,13 @@ def main() -> int:
     ap.add_argument("--finalists", type=int, default=2, help="best candidates measured again (by decode; one by prefill)")
     ap.add_argument("--gpus", default="0", help="nvidia-smi indices sampled (empty: none)")
     ap.add_argument("--load-timeout", type=float, default=300)
+    ap.add_argument("--ik-arg", action="append", default=[],
+                    help="one more argument for every ik_llama.cpp candidate (repeat; --ik-arg=-no-ooae)")
     ap.add_argument("--list", action="store_true", help="print the candidates' arguments and stop (no GPU needed)")
     args = ap.parse_args()
+    # SIGTERM as an interrupt: the engine stops the candidate it measures on the way out (a SIGKILL is
+    # covered by the candidates' own PR_SET_PDEATHSIG)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     os.makedirs(args.out, exist_ok=True)
     gpus = [int(g) for g in args.gpus.split(",") if g.strip()]
     look = lookups(args.model)
@@ -160,7 +180,7 @@ def main() -> int:
     axes = [a for a in args.axes.split(",") if a]
     doc = rig_doc()
     local = {"llama.cpp": args.llama, "ik_llama.cpp": args.ik}
-    prep = preparer(doc, look, binaries, local)
+    prep = preparer(doc, look, binaries, local, {"ik_llama.cpp": args.ik_arg})
     ubatches = {int(u) for u in args.ubatches.split(",")} if args.ubatches else None
     drop = [d for d in args.drop.split(",") if d]
     chosen = [c for c in with_forks(doc, doc["services"][0], facts, axes)

@@ -7,7 +7,10 @@
 #   2. once llama.cpp is built: the ballast holds all of GPU 0 but KEEP_MIB, then the fidelity cases on
 #      llama.cpp (bench/fidelity/run_cases.py), while ik_llama.cpp still builds (memory does not depend on
 #      the CPU's load);
-#   3. once ik_llama.cpp is built: its fidelity cases, then the tune (run_tune.py), alone on the machine.
+#   3. once ik_llama.cpp is built: which of its option variants serves a prompt at all (IK_VARIANTS, its
+#      defaults first: lib.sh's ik_serving_variant), its fidelity cases with that variant, then the tune
+#      (run_tune.py, ik's candidates with that variant), alone on the machine; before each, every process
+#      but the ballast that holds the GPU is killed (lib.sh's gpu_clean).
 #
 # Everything lands in WORK (/tmp/tunedev); WORK/session.log says where it is; WORK/session.done at the end.
 # Power limits and clocks are never touched.
@@ -18,7 +21,9 @@ WORK=${WORK:-/tmp/tunedev}
 B="$WORK/build"
 KEEP_MIB=${KEEP_MIB:-24576}
 TUNE_MINUTES=${TUNE_MINUTES:-8}
-MAIN_CASES=${MAIN_CASES:-qwen3moe qwen35moe gpt-oss-20b}   # llama.cpp's fidelity cases (run while ik builds)
+MAIN_CASES=${MAIN_CASES-qwen3moe qwen35moe gpt-oss-20b}   # llama.cpp's fidelity cases (run while ik builds)
+# ik_llama.cpp's options tried in turn, one variant a line, until one serves (the first: its defaults)
+IK_VARIANTS=${IK_VARIANTS-$'\n-no-ooae\n-no-fmoe\n-no-ooae -no-fmoe -no-fug -no-mmad -no-gr\n-no-ooae -no-fmoe -no-fug -no-mmad -no-gr -fa off'}
 TUNE_ARGS=${TUNE_ARGS:---depth 1024 --tokens 64 --repetitions 5 --rounds 2 --finalists 2 --axes ubatch,margin,fork_options --ubatches 1024 --drop grouped_expert_routing,merge_qkv,gpu_margin_mib_768,^ubatch_size,^gpu_margin --load-timeout 240}
 export PYTHONPATH="$HERE/.carry/pydeps:$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
 T0=$(date +%s)
@@ -64,12 +69,24 @@ setsid "$WORK/ballast" "$KEEP_MIB" 0 > "$WORK/ballast.out" 2> "$WORK/ballast.err
 for _ in $(seq 1 120); do grep -q READY "$WORK/ballast.out" 2>/dev/null && break; sleep 0.5; done
 grep -q READY "$WORK/ballast.out" || { say "the ballast did not get READY: $(cat "$WORK/ballast.err")"; touch "$WORK/session.done"; exit 1; }
 nvidia-smi --query-gpu=memory.total,memory.used,memory.free --format=csv | tee "$WORK/env-before.txt"
+BALLAST_PID=$(pgrep -f -x "$WORK/ballast $KEEP_MIB 0" | head -1)
+[ -n "$BALLAST_PID" ] || { say "the ballast's pid is not found"; touch "$WORK/session.done"; exit 1; }
+BASE_USED=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0)
 
-fid() {  # fid FORK SERVER NAME MODEL [run_cases options]
+# ggml's abort forks gdb for a backtrace; here gdb attaching to a CUDA process hangs, and the dead server's
+# GPU memory stays held through the device files gdb inherited (2026-12-03: 22.7 GiB, every later candidate
+# out of memory). A gdb that fails at once makes ggml print its own backtrace and abort; run_cases.py's
+# stacks of a hung server still use the real one (STACKS_GDB).
+mkdir -p "$WORK/nogdb" && printf '#!/bin/sh\nexit 1\n' > "$WORK/nogdb/gdb" && chmod +x "$WORK/nogdb/gdb"
+STACKS_GDB=$(command -v gdb || echo gdb); export STACKS_GDB PATH="$WORK/nogdb:$PATH"
+# shellcheck source=bench/tune_device/lib.sh
+. "$HERE/lib.sh"   # gpu_clean, ik_serving_variant
+
+fid() {  # fid FORK SERVER NAME MODEL [run_cases options]; FID_OUT: another folder than WORK/fidelity
   local fork=$1 server=$2 name=$3 model=$4; shift 4
   say "fidelity: $fork $name $*"
   python3 "$REPO/bench/fidelity/run_cases.py" --fork "$fork" --server "$server" --model "$model" --name "$name" \
-    --out "$WORK/fidelity" "$@" >> "$WORK/fidelity.log" 2>&1
+    --out "${FID_OUT:-$WORK/fidelity}" "$@" >> "$WORK/fidelity.log" 2>&1
 }
 MAIN="$B/llama.cpp/bin/llama-server" IK="$B/ik_llama.cpp/bin/llama-server"
 for c in $MAIN_CASES; do
@@ -82,17 +99,32 @@ done
 rm -f "$WORK/qwen35moe.gguf" "$WORK/gpt-oss-20b.gguf"   # their page cache back to the machine
 say "llama.cpp fidelity done"
 
+IK_ARGS=
 if built ik_llama.cpp; then
-  fid ik_llama.cpp "$IK" qwen3moe "$WORK/model.gguf" --n-vocab 7000
-  say "ik_llama.cpp fidelity done"
+  # Does ik serve a prompt at all, with its defaults, or else with which of its options off? (2026-12-03: its
+  # first prompt died with "CUDA error: an illegal memory access" at its defaults.) The first variant that
+  # answers a 1000-token prompt at the fidelity's first case is kept for ik's cases and its tune candidates.
+  ik_serving_variant
+  if [ -n "$IK_FOUND" ]; then
+    echo "$IK_ARGS" > "$WORK/ik_args.txt"
+    words=(); for w in $IK_ARGS; do words+=("--server-arg=$w"); done
+    gpu_clean
+    fid ik_llama.cpp "$IK" qwen3moe "$WORK/model.gguf" --n-vocab 7000 "${words[@]}"
+    say "ik_llama.cpp fidelity done (with [${IK_ARGS:-its defaults}])"
+  else
+    say "ik_llama.cpp served no variant: no ik cases, the tune on llama.cpp alone"
+    IK=
+  fi
 else
   IK=
 fi
+gpu_clean
 
 say "tune: $TUNE_ARGS (minutes $TUNE_MINUTES)"
 # shellcheck disable=SC2086
+ik_words=(); for w in $IK_ARGS; do ik_words+=("--ik-arg=$w"); done
 python3 "$HERE/run_tune.py" --model "$WORK/model.gguf" --llama "$MAIN" ${IK:+--ik "$IK"} --out "$WORK/tune" \
-  --minutes "$TUNE_MINUTES" $TUNE_ARGS > "$WORK/tune.log" 2>&1
+  --minutes "$TUNE_MINUTES" $TUNE_ARGS "${ik_words[@]}" > "$WORK/tune.log" 2>&1
 say "tune ended: $?"
 pkill -f "$WORK/ballast" || true
 touch "$WORK/session.done"

@@ -4,8 +4,8 @@ Round 1 measures every candidate that fits (the declared configuration first); t
 add the combination of every axis's best value (``combine``), and measures the finalists (the
 declared configuration, the combination and the best few) in further rounds, each round in another
 order, so that drift (heat, clocks, a neighbour's load) spreads over all of them instead of picking
-the winner. A candidate that fails to start is recorded with the failure's words and not tried
-again. Nothing is started that the time left cannot finish (each measurement's time is estimated
+the winner. A candidate that fails to start, or crashes while measured, is recorded with the failure's
+words (its log's own line) and not tried again. Nothing is started that the time left cannot finish (each measurement's time is estimated
 from the ones before). The runner (``llamarig.tune.runners``) does the starting and measuring: on
 a rig through systemd, or locally.
 """
@@ -13,6 +13,7 @@ a rig through systemd, or locally.
 from __future__ import annotations
 
 import random
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +22,28 @@ from llamarig.tune.prepare import Prepared
 from llamarig.tune.rank import rank, score
 
 REQUEST_FLOOR_S = 120.0   # the shortest bound on one request of a measurement
+
+# What a server prints when it dies under load: it is reported as crashed (out of memory where it says so),
+# with its own line, instead of as a request that got no answer.
+RUN_OOM = re.compile(r"out of memory|cudaMalloc failed|failed to allocate", re.IGNORECASE)
+CRASH = re.compile(r"CUDA error|GGML_ASSERT|ggml_abort|Segmentation fault|terminate called|"
+                   r"illegal memory access|core dumped|SIGSEGV|SIGABRT|\bAborted\b")
+
+
+def failure_of(raw: dict) -> dict:
+    """A measurement that gave no figures, in words: crashed when the candidate's log says so (its first such
+    line: the cause; later ones are the abort), out of memory when that line says it, else not measured."""
+    error = str(raw.get("error"))[:400]
+    log = raw.get("log") or ""
+    crash = next((line.strip() for line in log.splitlines() if CRASH.search(line)), None)
+    if crash:
+        kind = "out of memory" if RUN_OOM.search(crash) else "crashed"
+        failure = {"kind": kind, "detail": f"{crash[-300:]} (the measurement: {error})"}
+    else:
+        failure = {"kind": "not measured", "detail": error}
+    if log:
+        failure["log"] = log
+    return failure
 
 
 @dataclass
@@ -117,12 +140,10 @@ class Engine:
         entry["seconds"] = round(self.clock() - started_at, 3)
         self.durations.append(self.clock() - started_at)
         if not raw.get("ok"):
-            failure = {"kind": "not measured", "detail": str(raw.get("error"))[:400]}
-            if raw.get("log"):
-                failure["log"] = raw["log"]
+            failure = failure_of(raw)
             o.failures[cid] = failure
             entry["failure"] = failure
-            self.say(f"round {round_no}: {p.candidate.label}: not measured: {failure['detail']}")
+            self.say(f"round {round_no}: {p.candidate.label}: {failure['kind']}: {failure['detail']}")
         else:
             o.measured.setdefault(cid, []).append(raw)
             walls = [r.get("wall_ms") or 0 for r in raw.get("runs") or []]

@@ -131,7 +131,13 @@ class RigRunner:
         status, out, err = self.run(_quote(["python3", f"{self.dir}/{programs.BENCH}", "--spec-json",
                                             json.dumps(full, sort_keys=True)]), 3600 + 60,
                                     on_line=lambda line: None)
-        return _last_json(out) or {"ok": False, "error": f"the bench failed (exit {status}): {(err or out)[-300:]}"}
+        answer = _last_json(out) or {"ok": False, "error": f"the bench failed (exit {status}): {(err or out)[-300:]}"}
+        if not answer.get("ok") and not answer.get("log"):
+            # the candidate's own words before it failed the measurement (a crash names its cause there)
+            _, journal, _ = self.run(_quote(["journalctl", "-u", started["unit"], "-n", "80", "-o", "cat",
+                                             "--no-pager"]), 60)
+            answer["log"] = journal[-4000:]
+        return answer
 
     def stop(self, started: dict) -> None:
         self.op("stop", {"unit": started["unit"]}, 120)

@@ -7,12 +7,15 @@ follow its flags, so a test knows which candidate must win:
   a flag in FAKE_REFUSE (comma-separated): prints "error: invalid argument" and exits 1
   FAKE_LOAD_S (0.2): seconds before /health answers 200 (503 until then)
   a flag in FAKE_HANG (comma-separated): /completion never answers (a server that hangs once loaded)
+  a flag in FAKE_CRASH (comma-separated): /completion prints a CUDA error, forks a child that lives on (as
+      ggml's abort forks gdb; its pid in FAKE_CHILD_PIDFILE) and never answers
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +42,7 @@ def main(argv):
     decode = float(os.environ.get("FAKE_DECODE_BASE", "50")) + (10 * int(threads) if threads else 0)
     prefill = 40.0 * ubatch
     hangs = any(flag in argv for flag in filter(None, os.environ.get("FAKE_HANG", "").split(",")))
+    crashes = any(flag in argv for flag in filter(None, os.environ.get("FAKE_CRASH", "").split(",")))
     ready_at = time.monotonic() + float(os.environ.get("FAKE_LOAD_S", "0.2"))
     ctx = int(value(argv, "--ctx-size", "-c", default=4096))
     print(f"fake llama-server: {' '.join(argv)}", flush=True)
@@ -70,6 +74,18 @@ def main(argv):
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
             if self.path == "/tokenize":
                 return self.answer(200, {"tokens": [sum(map(ord, w)) % 30000 for w in body["content"].split()]})
+            if self.path == "/completion" and crashes:
+                print("CUDA error: an illegal memory access was encountered", flush=True)
+                print("ggml-cuda.cu:132: CUDA error", flush=True)
+                child = os.fork()
+                if child == 0:  # the gdb of ggml's abort: lives on, ignoring SIGINT and SIGTERM
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                    time.sleep(3600)
+                    os._exit(0)
+                with open(os.environ["FAKE_CHILD_PIDFILE"], "w") as handle:
+                    handle.write(str(child))
+                time.sleep(3600)
             if self.path == "/completion" and hangs:
                 time.sleep(3600)
             if self.path == "/completion":
@@ -83,7 +99,6 @@ def main(argv):
 
     server = ThreadingHTTPServer((value(argv, "--host", default="127.0.0.1"), int(value(argv, "--port"))), Handler)
     server.daemon_threads = True
-    import signal
     signal.signal(signal.SIGINT, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
         server.serve_forever(poll_interval=0.05)

@@ -106,3 +106,58 @@ def test_a_candidate_that_hangs_once_loaded_is_reported_not_measured_and_the_tun
                   "decode", 64)
     assert winner(ranked).id == "c2" and len(out.measured["c2"]) == 2
     assert [x for x in ranked if x.id == "c1"][0].status == "failed"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as handle:   # a zombie waiting for its reaper is gone too
+        return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_candidate_that_crashes_under_load_is_reported_crashed_and_what_it_forked_is_killed(
+        tmp_path, server_bin, monkeypatch):
+    import llamarig.tune.engine as engine
+    monkeypatch.setattr(engine, "REQUEST_FLOOR_S", 2.0)
+    pidfile = tmp_path / "child.pid"
+    r = runner(tmp_path, server_bin, FAKE_CRASH="--crash", FAKE_CHILD_PIDFILE=str(pidfile))
+    ps = [cand("c0"), cand("c1", "--crash"), cand("c2", "--threads", "4")]
+    s = Settings(objective="decode", depth=64, repetitions=2, tokens=4, rounds=2, minutes=3, load_timeout_s=20)
+    out = Engine(r, ps, s, say=lambda t: None).run()
+    failure = out.failures["c1"]
+    assert failure["kind"] == "crashed", failure
+    assert failure["detail"].startswith("CUDA error: an illegal memory access was encountered (the measurement: ")
+    child = int(pidfile.read_text())
+    assert not alive(child)                       # the forked child ignored SIGINT and SIGTERM: killed with its group
+    assert winner(rank({p.candidate.id: p.candidate.label for p in ps}, out.measured, out.failures, out.not_run,
+                       "decode", 64)).id == "c2"  # and the tune went on
+
+
+def test_a_candidate_dies_with_the_controller_that_started_it(tmp_path, server_bin):
+    import signal
+    import subprocess
+    import time
+    controller = (
+        "import sys, time\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from llamarig.tune.runners import LocalRunner\n"
+        "from tests.rig_programs.test_tune_program import cand\n"
+        "r = LocalRunner(sys.argv[2], [], binary=lambda b: sys.argv[3], say=lambda t: None)\n"
+        "started = r.start(cand('c0'), 600)\n"
+        "print(started['server'].proc.pid, flush=True)\n"
+        "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", controller, str(ROOT), str(tmp_path / "logs"), server_bin],
+                            stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+    try:
+        server = int(proc.stdout.readline())
+        assert alive(server)
+        proc.send_signal(signal.SIGKILL)          # no chance to stop it: the kernel does (PR_SET_PDEATHSIG)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while alive(server) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(server)
+    finally:
+        proc.kill()

@@ -364,3 +364,41 @@ def test_an_out_of_memory_candidate_tells_what_the_planner_predicted_and_its_mar
     notes = margin_notes(failures, {"c4": p, "c5": q}, 1024)
     assert notes == ["gpu_margin_mib 512: out of memory where the planner predicted CUDA0 23900 of 24576 MiB with a "
                      "margin of 512 MiB: that margin is too small for it"]
+
+
+@pytest.mark.parametrize("log, kind, detail", [
+    ("load ok\nCUDA error: an illegal memory access was encountered\nggml-cuda.cu:132: CUDA error\n", "crashed",
+     "CUDA error: an illegal memory access was encountered"),
+    ("CUDA error: out of memory\n  current device: 0\n", "out of memory", "CUDA error: out of memory"),
+    ("slot launch\nGGML_ASSERT(n_tokens <= n_batch) failed\n", "crashed", "GGML_ASSERT(n_tokens <= n_batch) failed"),
+    ("warning: failed to allocate 512 MiB of pinned memory\nslot launch\n", "not measured", "no answer"),
+    ("", "not measured", "no answer"),
+])
+def test_a_measurement_without_figures_is_named_by_the_candidates_own_log(log, kind, detail):
+    from llamarig.tune.engine import failure_of
+    failure = failure_of({"ok": False, "error": "no answer", "log": log})
+    assert failure["kind"] == kind and failure["detail"].startswith(detail)
+    assert failure.get("log", "") == log
+
+
+def test_a_run_time_out_of_memory_tells_the_planner_margin_too():
+    from llamarig.tune.report import margin_notes
+
+    class Crashing(FakeRunner):
+        def bench(self, started, spec):
+            if started["id"] == "c1":
+                return {"ok": False, "error": "/completion gave no answer",
+                        "log": "CUDA error: out of memory\n  in function ggml_cuda_pool_alloc\n"}
+            return super().bench(started, spec)
+
+    clock = Clock()
+    runner = Crashing({"c0": 50, "c1": 60}, clock=clock)
+    ps = [Prepared(Candidate("c0", "declared", None), binary="b", argv=["c0"]),
+          Prepared(Candidate("c1", "gpu_margin_mib 512", "margin", rig={"gpu_margin_mib": 512}), binary="b",
+                   argv=["c1"], predicted_mib=[{"device": "CUDA0", "budget": 24576, "total": 23900}])]
+    out = Engine(runner, ps, Settings(repetitions=2, rounds=1, minutes=60, depth=512), say=lambda t: None,
+                 clock=clock).run()
+    assert out.failures["c1"]["kind"] == "out of memory"
+    assert margin_notes(out.failures, {p.candidate.id: p for p in ps}, 1024) == [
+        "gpu_margin_mib 512: out of memory where the planner predicted CUDA0 23900 of 24576 MiB with a margin of "
+        "512 MiB: that margin is too small for it"]
