@@ -32,7 +32,8 @@ import sys
 
 MiB = 1 << 20
 
-BUF = re.compile(r"(?P<func>[A-Za-z_0-9]+):\s+(?P<name>\S+)\s+(?P<kind>model|KV|compute|output|RS)\s+buffer size =\s*"
+# ik_llama.cpp names no kind for the weights' buffers ("llm_load_tensors:      CUDA0 buffer size = ...")
+BUF = re.compile(r"(?P<func>[A-Za-z_0-9]+):\s+(?P<name>\S+)\s+(?:(?P<kind>model|KV|compute|output|RS)\s+)?buffer size =\s*"
                  r"(?P<mib>[0-9.]+) MiB")
 BREAK_GPU = re.compile(r"\|\s*-\s*(?P<name>CUDA\d+) \((?P<desc>[^)]*)\)\s*\|\s*(?P<total>\d+)\s*=\s*(?P<free>\d+)\s*\+\s*"
                        r"\(\s*(?P<self>\d+)\s*=\s*(?P<model>\d+)\s*\+\s*(?P<context>\d+)\s*\+\s*(?P<compute>\d+)\s*\)"
@@ -67,7 +68,7 @@ def parse_log(text: str) -> dict:
     last = text[starts[-1]:] if starts else text
     buffers = []
     for m in BUF.finditer(last):
-        buffers.append({"func": m["func"], "name": m["name"], "kind": m["kind"].lower(),
+        buffers.append({"func": m["func"], "name": m["name"], "kind": (m["kind"] or "model").lower(),
                         "bytes": int(round(float(m["mib"]) * MiB))})
     per_dev: dict[str, dict[str, int]] = {}
     compute_last: dict[str, int] = {}

@@ -23,10 +23,17 @@ KEEP_MIB=${KEEP_MIB:-24576}
 TUNE_MINUTES=${TUNE_MINUTES:-8}
 MAIN_CASES=${MAIN_CASES-qwen3moe qwen35moe gpt-oss-20b}   # llama.cpp's fidelity cases (run while ik builds)
 # ik_llama.cpp's options tried in turn, one variant a line, until one serves (the first: its defaults)
-IK_VARIANTS=${IK_VARIANTS-$'\n-no-ooae\n-no-fmoe\n-no-ooae -no-fmoe -no-fug -no-mmad -no-gr\n-no-ooae -no-fmoe -no-fug -no-mmad -no-gr -fa off'}
+# (its server's switches: -no-ooae offload only active experts, -cuda fusion=0|graphs=0|offload-batch-size=N,
+# -no-gr graph reuse, -no-fmoe/-no-fug/-no-mmad the fused ops; 2026-12-03 it died in a CPY with its defaults)
+IK_VARIANTS=${IK_VARIANTS-$'\n-no-ooae\n-cuda fusion=0\n-cuda offload-batch-size=100000\n-no-gr\n-no-ooae -no-fmoe -no-fug -no-mmad -no-gr -cuda fusion=0,graphs=0\n-no-ooae -no-fmoe -no-fug -no-mmad -no-gr -cuda fusion=0,graphs=0 -fa off'}
+# the session's end (seconds after it starts): ik's cases start only while TUNE_MIN_MINUTES are left after
+# them, and the tune gets what is left, at most TUNE_MINUTES (the device's 30 minutes less the machine's start)
+SESSION_S=${SESSION_S:-1500}
+TUNE_MIN_MINUTES=${TUNE_MIN_MINUTES:-6}
 TUNE_ARGS=${TUNE_ARGS:---depth 1024 --tokens 64 --repetitions 5 --rounds 2 --finalists 2 --axes ubatch,margin,fork_options --ubatches 1024 --drop grouped_expert_routing,merge_qkv,gpu_margin_mib_768,^ubatch_size,^gpu_margin --load-timeout 240}
 export PYTHONPATH="$HERE/.carry/pydeps:$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
 T0=$(date +%s)
+END=$((T0 + SESSION_S))
 say() { echo "[session t+$(( $(date +%s) - T0 ))s] $*"; }
 mkdir -p "$WORK/fidelity"
 
@@ -109,7 +116,8 @@ if built ik_llama.cpp; then
     echo "$IK_ARGS" > "$WORK/ik_args.txt"
     words=(); for w in $IK_ARGS; do words+=("--server-arg=$w"); done
     gpu_clean
-    fid ik_llama.cpp "$IK" qwen3moe "$WORK/model.gguf" --n-vocab 7000 "${words[@]}"
+    fid ik_llama.cpp "$IK" qwen3moe "$WORK/model.gguf" --n-vocab 7000 --deadline $((END - 60 * TUNE_MIN_MINUTES)) \
+      "${words[@]}"
     say "ik_llama.cpp fidelity done (with [${IK_ARGS:-its defaults}])"
   else
     say "ik_llama.cpp served no variant: no ik cases, the tune on llama.cpp alone"
@@ -120,6 +128,8 @@ else
 fi
 gpu_clean
 
+left=$(( (END - $(date +%s)) / 60 ))
+[ "$left" -lt "$TUNE_MINUTES" ] && TUNE_MINUTES=$(( left > 2 ? left : 2 ))
 say "tune: $TUNE_ARGS (minutes $TUNE_MINUTES)"
 # shellcheck disable=SC2086
 ik_words=(); for w in $IK_ARGS; do ik_words+=("--ik-arg=$w"); done
