@@ -16,15 +16,15 @@ function: docs/memory-model.md):
   no V cache (V is a view of K), in llama.cpp and in ik_llama.cpp with flash attention
   and ``-mla`` 1-3; ik with ``-mla 1`` and no flash attention adds a transposed V.
 * Compute buffer per device: ik_llama.cpp's own estimate (``get_layer_sizes``: the widest
-  FFN intermediate of a ubatch, plus the input) for the largest layer on the device, plus
-  the logits (``n_vocab * ubatch * 4``) on the device of the output layer; llama.cpp adds
-  the F16 copy of a quantized K/V cache that its CUDA flash attention makes for prompt
-  batches (inside the compute buffer since PR #23907), and the copy of a CPU layer's
-  experts that it offloads to the GPU for batches of 32 tokens or more.
-  llama.cpp's compute buffer also holds the attention mask of a prompt ubatch (one F16 value, F32
-  without flash attention, per KV cell of a stream and ubatch token; one more over a sliding-window
-  cache), and logits only for the tokens llama-server asks outputs for: one per slot
-  (``server_output_limits``: ``n_outputs_max`` = slots x (1 + draft tokens)), not the whole ubatch.
+  FFN intermediate of a ubatch, plus the input) for the largest layer on the device, the attention
+  mask of a prompt ubatch (one F16 value, F32 without flash attention, per KV cell and ubatch token;
+  one more for sliding-window layers), and the copy of CPU-resident experts offloaded to the GPU for
+  batches of 32 tokens or more (llama.cpp one tensor at a time, ik_llama.cpp up and gate together);
+  then the logits on the device of the output layer: llama.cpp adds them, for the tokens llama-server
+  asks outputs for (one per slot: ``server_output_limits``), ik_llama.cpp reuses the layers' memory for
+  them (``n_vocab * ubatch * 4``, the larger of the two counts). llama.cpp adds the F16 copy of a
+  quantized K/V cache that its CUDA flash attention makes for prompt batches (inside the compute
+  buffer since PR #23907).
 * Beside its buffers, llama-server's process holds on every GPU it sees the CUDA context, cuBLAS's
   workspace and pools: ``RUNTIME`` (measured 704-752 MiB on an H200, driver 580, CUDA 13, in all 14
   cases of bench/results/fidelity-h200/run2: the device's peak use minus llama.cpp's own buffers;
@@ -308,15 +308,16 @@ def logits(model: ModelInfo, s: Settings) -> int:
 
 
 def kq_mask(model: ModelInfo, s: Settings) -> int:
-    """llama.cpp's attention mask of a prompt ubatch (llm_graph_input_attn_kv: [n_kv, n_tokens] per stream,
-    F16 with flash attention, F32 without), on every GPU that runs attention; a second one over the
-    sliding-window cache of a model with sliding-window layers."""
-    if s.fork == "ik_llama.cpp":
-        return 0
+    """The attention mask of a prompt ubatch, on every GPU that runs attention: [n_kv, n_tokens], F16 with
+    flash attention, F32 without; a second one for sliding-window layers. llama.cpp (llm_graph_input_attn_kv,
+    per stream) sizes that one over the window's cells; ik_llama.cpp (build_inp_KQ_mask_swa) over all of
+    them (measured for ik: 16 MiB more at 32K than at 16K at ubatch 512, bench/results/fidelity-h200/run3)."""
     t = min(s.ubatch, s.ctx or s.ubatch)
     n, _streams = cells(model, s)
     size = 2 if s.flash_attn else 4
     out = n * t * size
+    if s.fork == "ik_llama.cpp":
+        return out * (2 if any(model.swa_layers) else 1)
     if any(model.swa_layers) and not s.swa_full:
         out += min(n, pad(model.n_swa * swa_seqs(s) + s.ubatch, 256)) * t * size
     return out
@@ -326,16 +327,18 @@ def offload_copy(model: ModelInfo, cpu_expert_layers: list[int], s: Settings) ->
     """llama.cpp copies a CPU-resident expert tensor to the GPU for prompt batches of >= 32 tokens, one
     tensor at a time into the compute buffer (the scheduler's split inputs): the largest one counts
     (measured: Qwen3-30B-A3B's 204 MiB expert tensor in its 289 MiB compute buffer at ubatch 512).
-    ik_llama.cpp only when ubatch * experts used >= 32 * experts, a whole layer's (kept as before)."""
+    ik_llama.cpp only when ubatch * experts used >= 32 * experts, and two tensors at once: its fused MoE
+    op takes up and gate together (measured: 452 MiB of compute at ubatch 512 with a 297 MiB logits
+    buffer it reuses, where a whole layer's experts are 612: bench/results/fidelity-h200/run3)."""
     if not cpu_expert_layers or s.ubatch < 32:
         return 0
+    sizes = sorted((t.nbytes for t in model.tensors if t.layer in set(cpu_expert_layers) and is_expert(t.name)),
+                   reverse=True)
     if s.fork == "ik_llama.cpp":
         if s.ubatch * model.n_expert_used < 32 * max(model.n_expert, 1):
             return 0
-        return max(sum(t.nbytes for t in model.tensors if t.layer == il and is_expert(t.name))
-                   for il in cpu_expert_layers)
-    return max((t.nbytes for t in model.tensors if t.layer in set(cpu_expert_layers) and is_expert(t.name)),
-               default=0)
+        return sum(sizes[:2])
+    return sizes[0] if sizes else 0
 
 
 @dataclass
@@ -413,8 +416,8 @@ def device_compute(model: ModelInfo, s: Settings, c: LayerCosts, layers: list[in
     state = c.state or [0] * len(c.kv)
     if any(c.kv[il] - state[il] > 0 for il in layers):  # attention here: its mask
         out += kq_mask(model, s)
-    if has_output:
-        out = max(out, logits(model, s)) if s.fork == "ik_llama.cpp" else out + logits(model, s)
     if layers:
         out += offload_copy(model, cpu_expert_layers, s)
+    if has_output:  # ik_llama.cpp's graph reuses the layers' buffers for the logits; llama.cpp's adds them
+        out = max(out, logits(model, s)) if s.fork == "ik_llama.cpp" else out + logits(model, s)
     return out
