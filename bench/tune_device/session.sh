@@ -51,7 +51,7 @@ if ls "$HERE"/.carry/llama.cpp.xz.part* > /dev/null 2>&1; then
     say "llama.cpp's llama-server unpacked from the carry"
   fi
 fi
-SKIP_MAIN=$SKIP_MAIN IK_NICE=19 MAIN_JOBS=$(nproc) IK_JOBS=$(nproc) setsid bash "$HERE/build_both.sh" "$WORK/src" "$B" "$(nproc)" \
+SKIP_MAIN=$SKIP_MAIN IK_NICE=19 MAIN_JOBS=$(nproc) IK_JOBS=$(nproc) setsid bash "${BUILD_BOTH:-$HERE/build_both.sh}" "$WORK/src" "$B" "$(nproc)" \
   > "$WORK/build_both.out" 2>&1 < /dev/null &
 BUILD_PID=$!
 built() {  # built FORK: waits for FORK's build to end; false when it failed (or build_both.sh died first)
@@ -73,11 +73,11 @@ say "models and ballast: $(ls -s "$WORK"/*.gguf | tr '\n' ' ')"
 built llama.cpp || { touch "$WORK/session.done"; exit 1; }
 
 setsid "$WORK/ballast" "$KEEP_MIB" 0 > "$WORK/ballast.out" 2> "$WORK/ballast.err" < /dev/null &
+BALLAST_PID=$!   # setsid execs it (a background job of a script leads no process group)
 for _ in $(seq 1 120); do grep -q READY "$WORK/ballast.out" 2>/dev/null && break; sleep 0.5; done
 grep -q READY "$WORK/ballast.out" || { say "the ballast did not get READY: $(cat "$WORK/ballast.err")"; touch "$WORK/session.done"; exit 1; }
 nvidia-smi --query-gpu=memory.total,memory.used,memory.free --format=csv | tee "$WORK/env-before.txt"
-BALLAST_PID=$(pgrep -f -x "$WORK/ballast $KEEP_MIB 0" | head -1)
-[ -n "$BALLAST_PID" ] || { say "the ballast's pid is not found"; touch "$WORK/session.done"; exit 1; }
+kill -0 "$BALLAST_PID" 2>/dev/null || { say "the ballast is gone: $(cat "$WORK/ballast.err")"; touch "$WORK/session.done"; exit 1; }
 BASE_USED=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0)
 
 # ggml's abort forks gdb for a backtrace; here gdb attaching to a CUDA process hangs, and the dead server's
@@ -136,6 +136,6 @@ ik_words=(); for w in $IK_ARGS; do ik_words+=("--ik-arg=$w"); done
 python3 "$HERE/run_tune.py" --model "$WORK/model.gguf" --llama "$MAIN" ${IK:+--ik "$IK"} --out "$WORK/tune" \
   --minutes "$TUNE_MINUTES" $TUNE_ARGS "${ik_words[@]}" > "$WORK/tune.log" 2>&1
 say "tune ended: $?"
-pkill -f "$WORK/ballast" || true
+kill "$BALLAST_PID" 2>/dev/null || true
 touch "$WORK/session.done"
 say "session done"

@@ -7,8 +7,11 @@ follow its flags, so a test knows which candidate must win:
   a flag in FAKE_REFUSE (comma-separated): prints "error: invalid argument" and exits 1
   FAKE_LOAD_S (0.2): seconds before /health answers 200 (503 until then)
   a flag in FAKE_HANG (comma-separated): /completion never answers (a server that hangs once loaded)
-  a flag in FAKE_CRASH (comma-separated): /completion prints a CUDA error, forks a child that lives on (as
-      ggml's abort forks gdb; its pid in FAKE_CHILD_PIDFILE) and never answers
+  a flag in FAKE_CRASH (comma-separated), or FAKE_CRASH_UNLESS set and that flag not given: /completion
+      prints a CUDA error, forks a child that lives on (as ggml's abort forks gdb; its pid in
+      FAKE_CHILD_PIDFILE when set) and never answers, or with FAKE_CRASH_MODE=exit the child ends at once
+      and the server aborts (exit 134)
+  FAKE_HOLD_FILE: a file it keeps open (as a CUDA process keeps /dev/nvidia*; a forked child inherits it)
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ def main(argv):
     prefill = 40.0 * ubatch
     hangs = any(flag in argv for flag in filter(None, os.environ.get("FAKE_HANG", "").split(",")))
     crashes = any(flag in argv for flag in filter(None, os.environ.get("FAKE_CRASH", "").split(",")))
+    if os.environ.get("FAKE_CRASH_UNLESS") and os.environ["FAKE_CRASH_UNLESS"] not in argv:
+        crashes = True
+    held = open(os.environ["FAKE_HOLD_FILE"]) if os.environ.get("FAKE_HOLD_FILE") else None  # noqa: F841, SIM115
     ready_at = time.monotonic() + float(os.environ.get("FAKE_LOAD_S", "0.2"))
     ctx = int(value(argv, "--ctx-size", "-c", default=4096))
     print(f"fake llama-server: {' '.join(argv)}", flush=True)
@@ -77,14 +83,21 @@ def main(argv):
             if self.path == "/completion" and crashes:
                 print("CUDA error: an illegal memory access was encountered", flush=True)
                 print("ggml-cuda.cu:132: CUDA error", flush=True)
+                exits = os.environ.get("FAKE_CRASH_MODE") == "exit"
                 child = os.fork()
-                if child == 0:  # the gdb of ggml's abort: lives on, ignoring SIGINT and SIGTERM
+                if child == 0:  # the gdb of ggml's abort: lives on, ignoring SIGINT and SIGTERM (a gdb that
+                    if exits:   # fails at once, as session.sh's stub does, with FAKE_CRASH_MODE=exit)
+                        os._exit(1)
                     signal.signal(signal.SIGINT, signal.SIG_IGN)
                     signal.signal(signal.SIGTERM, signal.SIG_IGN)
                     time.sleep(3600)
                     os._exit(0)
-                with open(os.environ["FAKE_CHILD_PIDFILE"], "w") as handle:
-                    handle.write(str(child))
+                if os.environ.get("FAKE_CHILD_PIDFILE"):
+                    with open(os.environ["FAKE_CHILD_PIDFILE"], "w") as handle:
+                        handle.write(str(child))
+                if exits:
+                    os.waitpid(child, 0)
+                    os._exit(134)
                 time.sleep(3600)
             if self.path == "/completion" and hangs:
                 time.sleep(3600)

@@ -1,0 +1,51 @@
+"""bench/tune_device/session.sh, the GPU machine's whole session, rehearsed here on stand-ins (tests/rig_programs/
+device_fakes: nvidia-smi, nvcc making the ballast, build_both.sh making both forks' llama-server the stand-in
+server): the models, the ballast, ik_llama.cpp's option variants until one serves (its stand-in dies on its
+first prompt unless it gets -no-ooae), its fidelity cases with that variant, the tune with ik's candidates
+carrying it, and nothing left running. What a device session would otherwise find out at the price of its
+30 minutes."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from tests.rig_programs.helpers import ROOT
+
+FAKES = ROOT / "tests/rig_programs/device_fakes"
+
+
+def test_the_session_finds_iks_serving_variant_runs_its_cases_and_the_tune_and_leaves_nothing(tmp_path):
+    work, gpu = tmp_path / "work", tmp_path / "gpu"
+    (tmp_path / "gpu0").write_text("")
+    env = dict(os.environ, PATH=f"{FAKES}:{os.environ['PATH']}", WORK=str(work), GPU_FILES=str(gpu),
+               BUILD_BOTH=str(FAKES / "build_both.sh"), FAKE_IK_NEEDS="-no-ooae", MAIN_CASES="",
+               IK_VARIANTS="\n-no-ooae\n-no-fmoe", SESSION_S="420", TUNE_MINUTES="2", TUNE_MIN_MINUTES="2",
+               TUNE_ARGS="--depth 256 --tokens 8 --repetitions 2 --rounds 2 --finalists 1 --axes ubatch,fork_options "
+                         "--ubatches 1024 --drop grouped_expert_routing,merge_qkv,^ubatch_size --load-timeout 30")
+    done = subprocess.run(["bash", str(ROOT / "bench/tune_device/session.sh")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    log = (work / "session.log").read_text() if (work / "session.log").exists() else done.stdout
+    assert done.returncode == 0 and (work / "session.done").exists(), log + done.stderr
+    assert "ik smoke 1 [its defaults]: exited" in log and "ik smoke 2 [-no-ooae]: serves" in log, log
+    assert "ik smoke 3" not in log                                  # the first that serves is kept
+    assert (work / "ik_args.txt").read_text().strip() == "-no-ooae"
+    smokes = sorted(Path(p).name for p in glob.glob(str(work / "smoke/*.json")))
+    assert smokes == ["ik_llama.cpp-smoke1-c32k-ub512-np1-f16.json", "ik_llama.cpp-smoke2-c32k-ub512-np1-f16.json"]
+    cases = [json.loads(Path(p).read_text()) for p in sorted(glob.glob(str(work / "fidelity/ik_llama.cpp-*.json")))]
+    assert len(cases) == 8 and all(c["outcome"] == "serves" and "-no-ooae" in c["argv"] for c in cases), \
+        [(c["case"], c["outcome"]) for c in cases]
+    tune = json.loads((work / "tune/tune.json").read_text())
+    labels = {c["candidate"]["id"]: c["candidate"]["label"] for c in tune["candidates"]}
+    ik = [cid for cid in labels if cid.startswith("b1")]
+    assert ik and all(labels[cid].endswith("[-no-ooae]") for cid in ik)
+    assert {"c0", "fit", *ik} <= set(tune["measurements"]), (tune["failures"], tune["not_run"])
+    assert all(c["host_keys"].get("services", [{}])[0].get("extra_args") == ["-no-ooae"]
+               for c in tune["candidates"] if c["candidate"]["id"] in ik)
+    assert "gpu_clean: memory.used 118581 MiB (the ballast alone: 118581)" in log
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert left == [], subprocess.run(["ps", "-o", "pid,args", "-p", ",".join(left)], capture_output=True,
+                                      text=True).stdout
