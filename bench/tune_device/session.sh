@@ -24,8 +24,9 @@ TUNE_MINUTES=${TUNE_MINUTES:-8}
 MAIN_CASES=${MAIN_CASES-qwen3moe qwen35moe gpt-oss-20b}   # llama.cpp's fidelity cases (run while ik builds)
 # ik_llama.cpp's options tried in turn, one variant a line, until one serves (the first: its defaults)
 # (its server's switches: -no-ooae offload only active experts, -cuda fusion=0|graphs=0|offload-batch-size=N,
-# -no-gr graph reuse, -no-fmoe/-no-fug/-no-mmad the fused ops; 2026-12-03 it died in a CPY with its defaults)
-IK_VARIANTS=${IK_VARIANTS-$'\n-no-ooae\n-cuda fusion=0\n-cuda offload-batch-size=100000\n-no-gr\n-no-ooae -no-fmoe -no-fug -no-mmad -no-gr -cuda fusion=0,graphs=0\n-no-ooae -no-fmoe -no-fug -no-mmad -no-gr -cuda fusion=0,graphs=0 -fa off'}
+# -no-gr graph reuse, -no-fmoe/-no-fug/-no-mmad the fused ops; 2026-12-03 it died in a CPY with its defaults;
+# no flag a typed key sets, such as -fa: the plan is made for the key, and validation refuses it in extra_args)
+IK_VARIANTS=${IK_VARIANTS-$'\n-no-ooae\n-cuda fusion=0\n-cuda offload-batch-size=100000\n-no-gr\n-no-ooae -no-fmoe -no-fug -no-mmad -no-gr -cuda fusion=0,graphs=0'}
 # the session's end (seconds after it starts): ik's cases start only while TUNE_MIN_MINUTES are left after
 # them, and the tune gets what is left, at most TUNE_MINUTES (the device's 30 minutes less the machine's start)
 SESSION_S=${SESSION_S:-1500}

@@ -122,6 +122,10 @@ _DEVICE = re.compile(r"(CPU|CUDA(\d+))")
 # flags llamarig renders itself from keys its checks rely on: in extra_args they would override them
 _OWNED = {"--model": "the service's model (models.NAME) sets it", "--port": "the key port sets it",
           "--host": "the key host sets it", "--rpc": "rpc_workers sets it"}
+# what the planner plans memory for from the typed key: in extra_args the server would run another setting
+_PLANNED = {"--ctx-size": "ctx_size", "--ubatch-size": "ubatch_size", "--batch-size": "batch_size",
+            "--parallel": "parallel", "--flash-attn": "flash_attn", "--cache-type-k": "cache_type_k",
+            "--cache-type-v": "cache_type_v", "--mla-use": "mla_use"}
 _URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/@:]*):([^/@]+)@")  # scheme://user:SECRET@host
 _HTTP_USERINFO = re.compile(r"^(?i:https?)://([^/@]+)@")  # https://TOKEN@host or https://user:TOKEN@host
 _RPC_DEVICE = re.compile(r"RPC\d+\[[^\]]+\]")  # llama.cpp's name of a device through RPC: RPC0[10.0.0.2:50052]
@@ -308,10 +312,15 @@ def _service_rules_without_gpus(doc, where, svc, bad) -> None:
             "the model itself: use hub_token_env or hub_token_file)")
     fork = doc["build_fork"] if doc["build_fork"] in FORKS else "llama.cpp"
     for arg in args:
-        key = _OWNED.get(canonical(fork, arg.split("=", 1)[0]) if arg.startswith("-") else "")
+        flag = canonical(fork, arg.split("=", 1)[0]) if arg.startswith("-") else ""
+        key = _OWNED.get(flag)
         if key:
             bad(f"{where}.extra_args", arg, f"no {arg.split('=', 1)[0]} in extra_args ({key}: a second one would be "
                                             f"the one llama-server uses, and the unit's checks would look at another)")
+        if flag in _PLANNED:
+            bad(f"{where}.extra_args", arg, f"no {arg.split('=', 1)[0]} in extra_args (use the key {_PLANNED[flag]}: "
+                                            f"the plan's memory is for that key, and a second flag would be the one "
+                                            f"llama-server runs)")
     if svc["placement"] == "auto":
         for key in ("n_gpu_layers", "tensor_split", "n_cpu_moe", "cpu_moe", "fit"):
             if svc[key] not in (None, False) and not (key == "fit" and svc[key] is False):

@@ -152,7 +152,10 @@ SERVICE_SCHEMA = {
     "sampling": {"type": "dict", "default": {}, "schema": SAMPLING_SCHEMA,
                  "meta": _doc("server-side sampling defaults", {"temp": 0.6, "top_p": 0.95})},
     "extra_args": {"type": "list", "default": [], "schema": {"type": "string"},
-                   "meta": _doc("arguments appended last, verbatim", ["--reasoning", "off"])},
+                   "meta": _doc("arguments appended last, verbatim; none a typed key sets (`--model`, `--host`, "
+                                "`--port`, `--rpc`, and what the planner plans for: `--ctx-size`, `--ubatch-size`, "
+                                "`--batch-size`, `--parallel`, `--flash-attn`, `--cache-type-k`/`-v`, `--mla-use`)",
+                                ["--reasoning", "off"])},
     "api_key_env": _nullable({"type": "string", "default": None, "regex": ENV_NAME_REGEX,
                               "meta": _doc("environment variable on the controller holding this server's API key; it reaches "
                                            "the server as a root-only file through `LoadCredential=` and `--api-key-file`",

@@ -147,14 +147,14 @@ def test_a_download_cut_off_completes_next_run_without_refetching_and_the_old_mo
 
 def test_a_unit_that_fails_its_check_is_rolled_back_and_the_old_one_answers(bed):
     before = served(bed)
-    original = rig2_with(bed, "'extra_args': ['--ubatch-size', 'not-a-number']", service=True)
+    original = rig2_with(bed, "'extra_args': ['--seed', 'not-a-number']", service=True)
     try:
         run = bed.pyinfra("-y", "--json")
         assert run.returncode != 0
         assert failed_at(run, "Verify | Verify llamarig-chat.service") == {"rig2"}
         err = run.stderr
         assert "llamarig-chat.service exited while starting" in err, err[-4000:]
-        assert "--- journalctl -u llamarig-chat.service" in err and '"--ubatch-size"' in err  # the journal tail
+        assert "--- journalctl -u llamarig-chat.service" in err and '"--seed"' in err  # the journal tail
         assert "rolled llamarig-chat.service back to the last unit that answered" in err
         assert "it answers again" in err
         now = served(bed)

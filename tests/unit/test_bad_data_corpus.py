@@ -663,6 +663,16 @@ BAD = [
     ("another model in extra_args", {"services": [svc(extra_args=["-m=/srv/other.gguf"])]}, [
         "r1: services[0].extra_args = '-m=/srv/other.gguf': expected no -m in extra_args (the service's model (models.NAME) sets it: a second one would be the one llama-server uses, and the unit's checks would look at another)",
     ]),
+    ("flash attention off in extra_args", {"services": [svc(extra_args=["-fa", "off"])]}, [
+        "r1: services[0].extra_args = '-fa': expected no -fa in extra_args (use the key flash_attn: the plan's memory is for that key, and a second flag would be the one llama-server runs)",
+    ]),
+    ("a context size in extra_args", {"services": [svc(extra_args=["--ctx-size=65536", "--jinja"])]}, [
+        "r1: services[0].extra_args = '--ctx-size=65536': expected no --ctx-size in extra_args (use the key ctx_size: the plan's memory is for that key, and a second flag would be the one llama-server runs)",
+    ]),
+    ("a ubatch and a cache type in extra_args", {"services": [svc(extra_args=["-ub", "4096", "-ctk", "q8_0"])]}, [
+        "r1: services[0].extra_args = '-ub': expected no -ub in extra_args (use the key ubatch_size: the plan's memory is for that key, and a second flag would be the one llama-server runs)",
+        "r1: services[0].extra_args = '-ctk': expected no -ctk in extra_args (use the key cache_type_k: the plan's memory is for that key, and a second flag would be the one llama-server runs)",
+    ]),
     ("service_user root", {"service_user": "root"}, [
         "r1: service_user = 'root': expected a user other than root (the hardened units run the servers unprivileged)",
     ]),
@@ -767,7 +777,7 @@ BAD = [
         "r1: hub_client = 'requests': expected a requirement of huggingface_hub, such as 'huggingface_hub>=1.0,<3'",
     ]),
     ("refused items do not hide the service's other rules", {
-        "services": [svc(gpus=["0"], tensor_split=["1"], extra_args=["--ctx-size", 8192, "--api-key", SECRET],
+        "services": [svc(gpus=["0"], tensor_split=["1"], extra_args=["--seed", 8192, "--api-key", SECRET],
                          tensor_overrides=[["exps", "CUDA5"]], api_key_env="K", api_key_file="/k"),
                      svc(gpus=[1])],
     }, [
@@ -775,7 +785,7 @@ BAD = [
         "r1: services[0].gpus[0] = '0': expected a whole number without quotes",
         "r1: services[0].tensor_split[0] = '1': expected a number without quotes",
         "r1: services[0].api_key_file = '/k': expected null when api_key_env is set (one source per key)",
-        "r1: services[0].extra_args = ['--ctx-size', ..., '--api-key', ***]: expected no --api-key or --api-key-file (a key on the command line is readable by every local user: use api_key_env or api_key_file)",
+        "r1: services[0].extra_args = ['--seed', ..., '--api-key', ***]: expected no --api-key or --api-key-file (a key on the command line is readable by every local user: use api_key_env or api_key_file)",
         "r1: services[1].name = 'chat': expected a name no other service of this rig has (services[0] has it)",
         'r1: services[1].port = 8080: expected a port no other service of this rig uses (services[0] has it)',
     ]),
