@@ -18,6 +18,18 @@ from tests.rig_programs.helpers import ROOT
 FAKES = ROOT / "tests/rig_programs/device_fakes"
 
 
+def holders(path: Path) -> list[int]:
+    """The processes that have ``path`` open."""
+    out = []
+    for fd_dir in glob.glob("/proc/[0-9]*/fd"):
+        try:
+            if any(os.readlink(os.path.join(fd_dir, fd)) == str(path) for fd in os.listdir(fd_dir)):
+                out.append(int(fd_dir.split("/")[2]))
+        except OSError:
+            continue
+    return out
+
+
 def test_the_session_finds_iks_serving_variant_runs_its_cases_and_the_tune_and_leaves_nothing(tmp_path):
     work, gpu = tmp_path / "work", tmp_path / "gpu"
     (tmp_path / "gpu0").write_text("")
@@ -46,6 +58,7 @@ def test_the_session_finds_iks_serving_variant_runs_its_cases_and_the_tune_and_l
     assert all(c["host_keys"].get("services", [{}])[0].get("extra_args") == ["-no-ooae"]
                for c in tune["candidates"] if c["candidate"]["id"] in ik)
     assert "gpu_clean: memory.used 118581 MiB (the ballast alone: 118581)" in log
+    assert holders(tmp_path / "gpu0") == []                          # the ballast and every server gone
     left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
     assert left == [], subprocess.run(["ps", "-o", "pid,args", "-p", ",".join(left)], capture_output=True,
                                       text=True).stdout
