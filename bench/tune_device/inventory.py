@@ -11,8 +11,9 @@ h200 = [
         "build_fork": "llama.cpp",
         "build_git_url": "https://github.com/ggml-org/llama.cpp",
         "build_ref": "llama-cpp-python-0.3.36",
+        # the ik_llama.cpp pack.sh carried (IK_COMMIT; a label here: the device's lookups resolve nothing)
         "tune_forks": [{"build_fork": "ik_llama.cpp", "build_git_url": "https://github.com/ikawrakow/ik_llama.cpp",
-                        "build_ref": "ik-llama-cpp-python-0.1.5"}],
+                        "build_ref": "8337e4cd3861406fc04e0854b1409cd1b027fbc9"}],
         "build_cuda_architectures": [90],
         "models": {"qwen3moe": {"repo": "bench/qwen3-30b-a3b-shaped", "revision": "0" * 40,
                                 "file": "model.gguf"}},

@@ -35,8 +35,21 @@ CARRY=$CARRY bash "$REPO/bench/seed_limits/pack.sh"
 
 # ------------------------------------------------------------------ ik_llama.cpp
 echo "######## ik_llama.cpp"
+# IK_GIT_DIR + IK_COMMIT: ik's tree at that commit of a git repository (git archive) instead of the sdist's
+# vendored one (2026-12-03: the sdist's tree, of mid-April 2026, died on the H200 on its first prompt)
 SDIST=${IK_SDIST:-}
-if [ -z "$SDIST" ]; then
+if [ -n "${IK_GIT_DIR:-}" ]; then
+  echo "== ik_llama.cpp at $IK_COMMIT from $IK_GIT_DIR (git archive)"
+  mkdir -p "$tmp/$IK_PREFIX"
+  # a mirror may lack its largest blobs (web pages, vocab GGUFs): those are left out, named (the prune
+  # and the checks below say whether the build needed one)
+  excludes=()
+  while read -r _mode _type hash path; do
+    git --git-dir="$IK_GIT_DIR" cat-file -e "$hash" 2>/dev/null || { excludes+=(":(exclude)$path"); echo "   (not in the repository: $path)"; }
+  done < <(git --git-dir="$IK_GIT_DIR" ls-tree -r "$IK_COMMIT")
+  git --git-dir="$IK_GIT_DIR" archive --format=tar "$IK_COMMIT" -- . "${excludes[@]}" | tar -x -C "$tmp/$IK_PREFIX"
+  git --git-dir="$IK_GIT_DIR" rev-parse "$IK_COMMIT^{commit}" > "$tmp/$IK_PREFIX/.ik-commit"
+elif [ -z "$SDIST" ]; then
   for c in /var/cache/llamarig-testbed/dl/$IK_NAME /tmp/ikdl/$IK_NAME; do
     if [ -s "$c" ] && gzip -t "$c" 2>/dev/null; then SDIST=$c; break; fi
   done
@@ -46,11 +59,16 @@ if [ -z "$SDIST" ]; then
   "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: ik-llama-cpp-python==0.1.5 -d /tmp/ikdl
   SDIST=/tmp/ikdl/$IK_NAME
 fi
-echo "== extracting $IK_PREFIX from $SDIST"
-tar -xzf "$SDIST" -C "$tmp" "$IK_PREFIX"
+if [ -z "${IK_GIT_DIR:-}" ]; then
+  echo "== extracting $IK_PREFIX from $SDIST"
+  tar -xzf "$SDIST" -C "$tmp" "$IK_PREFIX"
+fi
 ik="$tmp/$IK_PREFIX"
 before=$(du -sb "$ik" | cut -f1)
 
+if [ -n "${IK_GIT_DIR:-}" ] && [ -e "$ik/common/cmake/build-info-gen-cpp.cmake" ]; then
+  echo "== common/cmake/build-info-gen-cpp.cmake: the repository has it"
+else
 echo "== adding common/cmake/build-info-gen-cpp.cmake (testbed.sources.IK_BUILD_INFO_GEN)"
 test ! -e "$ik/common/cmake/build-info-gen-cpp.cmake" || { echo "pack: the sdist has it now; drop this step" >&2; exit 1; }
 ( cd "$REPO" && "$PYTHON" -c '
@@ -59,6 +77,7 @@ from testbed.sources import IK_BUILD_INFO_GEN
 p = pathlib.Path(sys.argv[1]) / "common/cmake/build-info-gen-cpp.cmake"
 p.parent.mkdir(parents=True, exist_ok=True)
 p.write_text(IK_BUILD_INFO_GEN)' "$ik" )
+fi
 
 echo "== pruning what a CPU+CUDA build of llama-server and llama-bench does not read"
 ( cd "$ik"
@@ -66,7 +85,7 @@ echo "== pruning what a CPU+CUDA build of llama-server and llama-bench does not 
   # there, and LLAMA_BUILD_EXAMPLES=ON adds every example directory and pocs/ at configure time)
   for f in * .[!.]*; do
     case "$f" in
-      CMakeLists.txt|LICENSE|cmake|ggml|src|include|common|vendor|examples|pocs|scripts) ;;
+      CMakeLists.txt|LICENSE|cmake|ggml|src|include|common|vendor|examples|pocs|scripts|.ik-commit) ;;
       *) rm -rf "$f" ;;
     esac
   done
