@@ -402,3 +402,26 @@ def test_a_run_time_out_of_memory_tells_the_planner_margin_too():
     assert margin_notes(out.failures, {p.candidate.id: p for p in ps}, 1024) == [
         "gpu_margin_mib 512: out of memory where the planner predicted CUDA0 23900 of 24576 MiB with a margin of "
         "512 MiB: that margin is too small for it"]
+
+
+def test_on_a_rig_a_failed_measurement_brings_the_candidates_journal_and_is_named_by_it():
+    from llamarig.tune.engine import failure_of
+    from llamarig.tune.runners import RigRunner
+    calls = []
+
+    def run(command, timeout, on_line=None):
+        calls.append(command)
+        if "llamarig-bench" in command:
+            return 1, '{"ok": false, "error": "/completion gave no answer in 120 s"}\n', ""
+        if command.startswith("journalctl"):
+            return 0, "load_tensors: done\nCUDA error: an illegal memory access was encountered\nabort\n", ""
+        return 0, "", ""
+
+    r = RigRunner(run, "chat", {"unit": "llamarig-chat.service", "url": "http://127.0.0.1:8080",
+                                "api_key_file": None}, [0], 600, say=lambda t: None)
+    raw = r.bench({"url": "http://127.0.0.1:41000", "unit": "llamarig-tune-chat-c3.service"}, {"depths": [512]})
+    assert calls[-1] == "journalctl -u llamarig-tune-chat-c3.service -n 80 -o cat --no-pager"
+    failure = failure_of(raw)
+    assert failure["kind"] == "crashed"
+    assert failure["detail"] == ("CUDA error: an illegal memory access was encountered (the measurement: "
+                                 "/completion gave no answer in 120 s)")
