@@ -132,8 +132,8 @@ gpu_clean
 left=$(( (END - $(date +%s)) / 60 ))
 [ "$left" -lt "$TUNE_MINUTES" ] && TUNE_MINUTES=$(( left > 2 ? left : 2 ))
 say "tune: $TUNE_ARGS (minutes $TUNE_MINUTES)"
-# shellcheck disable=SC2086
 ik_words=(); for w in $IK_ARGS; do ik_words+=("--ik-arg=$w"); done
+# shellcheck disable=SC2086
 python3 "$HERE/run_tune.py" --model "$WORK/model.gguf" --llama "$MAIN" ${IK:+--ik "$IK"} --out "$WORK/tune" \
   --minutes "$TUNE_MINUTES" $TUNE_ARGS "${ik_words[@]}" > "$WORK/tune.log" 2>&1
 say "tune ended: $?"
