@@ -154,19 +154,21 @@ def test_load_with_and_without_the_tensor_cache_and_decode_through_rpc_against_l
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     words = exec_start.removeprefix("ExecStart=").split()
     binary, model = words[0], words[words.index("--model") + 1]
-    local_port = ports["chat"] + 1 if ports["chat"] < 65000 else ports["chat"] - 1
+    from testbed.common import free_port
+    local_port = free_port()   # the rigs share this machine's network: a port nobody holds
     bed.ssh("rpcm", f"nohup {binary} --model {model} --ctx-size 2048 --parallel 1 --threads 2 --n-gpu-layers 0 "
                     f"--host 127.0.0.1 --port {local_port} > /tmp/local-server.log 2>&1 & echo $! > /tmp/local.pid")
     try:
         import time
         import urllib.request
-        for _ in range(600):
+        deadline, ready = time.monotonic() + 300, False
+        while not ready and time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{local_port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
+                    ready = r.status == 200
             except OSError:
                 time.sleep(0.2)
+        assert ready, bed.ssh("rpcm", "tail -30 /tmp/local-server.log", check=False)
         local = [_completion(local_port) for _ in range(3)]
     finally:
         bed.ssh("rpcm", "kill $(cat /tmp/local.pid) 2>/dev/null || true", check=False)

@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.rig_programs.helpers import ROOT
@@ -33,7 +34,10 @@ def holders(path: Path) -> list[int]:
 def test_the_session_finds_iks_serving_variant_runs_its_cases_and_the_tune_and_leaves_nothing(tmp_path):
     work, gpu = tmp_path / "work", tmp_path / "gpu"
     (tmp_path / "gpu0").write_text("")
-    env = dict(os.environ, PATH=f"{FAKES}:{os.environ['PATH']}", WORK=str(work), GPU_FILES=str(gpu),
+    # python3 is this test's (the session's scripts import llamarig's dependencies; on the GPU machine they
+    # come from the carry's pydeps)
+    path = f"{FAKES}:{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env = dict(os.environ, PATH=path, WORK=str(work), GPU_FILES=str(gpu),
                BUILD_BOTH=str(FAKES / "build_both.sh"), FAKE_IK_NEEDS="-no-ooae", MAIN_CASES="",
                IK_VARIANTS="\n-no-ooae\n-no-fmoe", SESSION_S="420", TUNE_MINUTES="2", TUNE_MIN_MINUTES="2",
                TUNE_ARGS="--depth 256 --tokens 8 --repetitions 2 --rounds 2 --finalists 1 --axes ubatch,fork_options "
