@@ -15,7 +15,7 @@ from llamarig.release.power import declared_limits, power_changes
 from llamarig.release.unit import POWER_UNIT
 
 from .gpu_facts import GpuState
-from .util import fail_command
+from .util import fail_command, journal_tail
 
 
 @operation()
@@ -69,9 +69,7 @@ def boot_unit_started(unit: str):
     q = shlex.quote(unit)
     yield StringCommand(
         f"systemctl enable {q} && systemctl start {q} || {{ rc=$?; "
-        f"systemctl status --no-pager -l {q} >&2; "
-        f"echo '--- journalctl -u {unit} (last lines)' >&2; "
-        f"journalctl -u {q} -n 30 --no-pager -o cat >&2; exit $rc; }}")
+        f"systemctl status --no-pager -l {q} >&2; {journal_tail(unit)}; exit $rc; }}")
 
 
 @deploy("GPU power")

@@ -78,9 +78,7 @@ def rpc_listening(unit: str, endpoint: str, wait_s: int = 60):
         return
     bad = host.get_fact(UnreachableEndpoints, endpoints=[endpoint], wait=wait_s)
     if bad:
-        # one command: fail_command's exit would end the host before a second one printed the journal
-        message = f"llamarig: {unit} does not accept connections on {endpoint} ({bad.get(endpoint)}); journalctl -u {unit}:"
-        yield f"echo {shlex.quote(message)} >&2; journalctl -u {shlex.quote(unit)} -n 30 --no-pager >&2 || true; exit 1"
+        yield fail_command(f"{unit} does not accept connections on {endpoint} ({bad.get(endpoint)})", journal=unit)
 
 
 def reachable_or_fail(unit: str, workers: list[tuple[str, str]]):

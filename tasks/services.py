@@ -153,7 +153,6 @@ def apply(deployment, built, model_ops=None):
             triggers.append(keys[svc["name"]])
         if svc["model"] in model_ops:
             triggers.append(model_ops[svc["model"]])
-        # reset-failed first: a unit that hit its start limit (say, yesterday's bad model) refuses a plain restart.
         restarts = [server.shell(name=f"Restart {unit} (unit, binary or model changed)",
                                  commands=[restart_command(unit)], _if=any_changed(*triggers))]
         workers = sorted({(d["worker"], layout.rpc_unit_name(d["server"])) for d in svc.get("rpc_devices") or []})

@@ -11,9 +11,17 @@ from pyinfra.api.state import StateStage
 from pyinfra.connectors.util import CommandOutput
 
 
-def fail_command(message: str) -> StringCommand:
-    """A command that fails its host with ``message`` on stderr (and shows as a change in --dry)."""
-    return StringCommand(f"echo {shlex.quote('llamarig: ' + message)} >&2; exit 1")
+def fail_command(message: str, journal: str | None = None) -> StringCommand:
+    """A command that fails its host with ``message`` on stderr (and shows as a change in --dry); with
+    ``journal``, that unit's last journal lines after it (one command: its exit ends the host's run)."""
+    tail = f"{journal_tail(journal)}; " if journal else ""
+    return StringCommand(f"echo {shlex.quote('llamarig: ' + message)} >&2; {tail}exit 1")
+
+
+def journal_tail(unit: str) -> str:
+    """Shell words printing ``unit``'s last journal lines on stderr, under a header."""
+    return (f"echo {shlex.quote(f'--- journalctl -u {unit} (last lines)')} >&2; "
+            f"journalctl -u {shlex.quote(unit)} -n 30 --no-pager -o cat >&2")
 
 
 def restart_command(unit: str) -> str:

@@ -69,26 +69,18 @@ def preparer(doc: dict, look: Lookups, binaries: dict, local: dict, fork_args: d
     whose llama-server is mapped to this machine's build of that fork; ``fork_args[fork]``: arguments added to
     every candidate of that fork (what it needs to serve on this machine at all, found by session.sh)."""
     def prep(c: Candidate) -> Prepared:
-        rig, release, problem = release_for("h200", changed_doc(doc, "bench", c), (None, None), look,
-                                            RigFacts(True, ("90",)), preview=True)
-        if release is None:
-            return Prepared(c, problem=problem)
-        extra = (fork_args or {}).get(rig.doc["build_fork"]) or []
-        if extra and c.service.get("extra_args", [])[-len(extra):] != extra:  # as the service's extra_args: in the plan's arguments and in the winner's host keys alike
+        fork = c.rig.get("build_fork", doc["build_fork"])
+        extra = (fork_args or {}).get(fork) or []
+        if extra and c.service.get("extra_args", [])[-len(extra):] != extra:
+            # as the service's extra_args: in the plan's arguments and in the winner's host keys alike
             c = dataclasses.replace(c, label=f"{c.label} [{' '.join(extra)}]", service={
                 **c.service, "extra_args": [*doc["services"][0].get("extra_args", []), *extra]})
-            return prep_plain(c)
-        return prep_plain(c, rig, release)
-
-    def prep_plain(c: Candidate, rig=None, release=None) -> Prepared:
+        _rig, release, problem = release_for("h200", changed_doc(doc, "bench", c), (None, None), look,
+                                             RigFacts(True, ("90",)), preview=True)
         if release is None:
-            rig, release, problem = release_for("h200", changed_doc(doc, "bench", c), (None, None), look,
-                                                RigFacts(True, ("90",)), preview=True)
-            if release is None:
-                return Prepared(c, problem=problem)
+            return Prepared(c, problem=problem)
         p = prepare("h200", doc, "bench", c, (None, None), look, release.build["key"], RigFacts(True, ("90",)))
         if p.binary:
-            fork = rig.doc["build_fork"]
             binaries[p.binary] = local.get(fork) or ""
             if not binaries[p.binary]:
                 p.problem = f"no {fork} build on this machine"

@@ -332,8 +332,8 @@ def offload_copy(model: ModelInfo, cpu_expert_layers: list[int], s: Settings) ->
     buffer it reuses, where a whole layer's experts are 612: bench/results/fidelity-h200/run3)."""
     if not cpu_expert_layers or s.ubatch < 32:
         return 0
-    sizes = sorted((t.nbytes for t in model.tensors if t.layer in set(cpu_expert_layers) and is_expert(t.name)),
-                   reverse=True)
+    on_cpu = set(cpu_expert_layers)
+    sizes = sorted((t.nbytes for t in model.tensors if t.layer in on_cpu and is_expert(t.name)), reverse=True)
     if s.fork == "ik_llama.cpp":
         if s.ubatch * model.n_expert_used < 32 * max(model.n_expert, 1):
             return 0

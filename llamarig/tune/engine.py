@@ -5,8 +5,8 @@ add the combination of every axis's best value (``combine``), and measures the f
 declared configuration, the combination and the best few) in further rounds, each round in another
 order, so that drift (heat, clocks, a neighbour's load) spreads over all of them instead of picking
 the winner. A candidate that fails to start, or crashes while measured, is recorded with the failure's
-words (its log's own line) and not tried again. Nothing is started that the time left cannot finish (each measurement's time is estimated
-from the ones before). The runner (``llamarig.tune.runners``) does the starting and measuring: on
+words (its log's own line) and not tried again. Nothing is started that the time left cannot finish
+(each measurement's time is estimated from the ones before). The runner (``llamarig.tune.runners``) does the starting and measuring: on
 a rig through systemd, or locally.
 """
 
