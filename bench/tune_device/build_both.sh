@@ -146,7 +146,11 @@ rm -f "$BUILD_ROOT/all.done"
 echo "build_both: sources $SRC_ROOT, builds $BUILD_ROOT, ik -j$IK_JOBS, llama.cpp -j$MAIN_JOBS"
 # IK_NICE (default 0): ik's build at a lower priority, so that mainline ends first and its measurements can
 # start while ik still builds (IK_NICE=19 MAIN_JOBS=JOBS: mainline in about 5 minutes, ik after it)
-run_fork ik_llama.cpp build_ik_nice & ik_pid=$!
+if [ "${SKIP_IK:-0}" = 1 ]; then   # ik_llama.cpp's llama-server came in the carry (session.sh unpacked it)
+  { echo "rc=0"; echo "seconds=0"; echo "carried=1"; } > "$BUILD_ROOT/ik_llama.cpp.done"; true & ik_pid=$!
+else
+  run_fork ik_llama.cpp build_ik_nice & ik_pid=$!
+fi
 if [ "${SKIP_MAIN:-0}" = 1 ]; then   # llama.cpp's llama-server came in the carry (session.sh unpacked it)
   { echo "rc=0"; echo "seconds=0"; echo "carried=1"; } > "$BUILD_ROOT/llama.cpp.done"; true & main_pid=$!
 else

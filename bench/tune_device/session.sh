@@ -20,6 +20,7 @@ HERE="$REPO/bench/tune_device"
 WORK=${WORK:-/tmp/tunedev}
 B="$WORK/build"
 KEEP_MIB=${KEEP_MIB:-24576}
+CARRY=${CARRY:-$HERE/.carry}   # what the device call carried (pack.sh)
 TUNE_MINUTES=${TUNE_MINUTES:-8}
 MAIN_CASES=${MAIN_CASES-qwen3moe qwen35moe gpt-oss-20b}   # llama.cpp's fidelity cases (run while ik builds)
 # ik_llama.cpp's options tried in turn, one variant a line, until one serves (the first: its defaults)
@@ -32,7 +33,7 @@ IK_VARIANTS=${IK_VARIANTS-$'\n-no-ooae\n-cuda fusion=0\n-cuda offload-batch-size
 SESSION_S=${SESSION_S:-1500}
 TUNE_MIN_MINUTES=${TUNE_MIN_MINUTES:-6}
 TUNE_ARGS=${TUNE_ARGS:---depth 1024 --tokens 64 --repetitions 5 --rounds 2 --finalists 2 --axes ubatch,margin,fork_options --ubatches 1024 --drop grouped_expert_routing,merge_qkv,gpu_margin_mib_768,^ubatch_size,^gpu_margin --load-timeout 240}
-export PYTHONPATH="$HERE/.carry/pydeps:$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
+export PYTHONPATH="$CARRY/pydeps:$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
 T0=$(date +%s)
 END=$((T0 + SESSION_S))
 say() { echo "[session t+$(( $(date +%s) - T0 ))s] $*"; }
@@ -40,19 +41,23 @@ mkdir -p "$WORK/fidelity"
 
 say "start: $(nvidia-smi --query-gpu=name,memory.total,memory.used,power.limit --format=csv,noheader); $(nproc) cores"
 # A fork's llama-server an earlier session brought home (.carry/FORK.xz.part*, FORK.sha256) is unpacked
-# instead of built: llama.cpp's saves about 5 minutes of device time. ik_llama.cpp is always built here:
-# both forks' binaries and ik's sources do not fit one call's 64 MiB carry.
-SKIP_MAIN=0
-if ls "$HERE"/.carry/llama.cpp.xz.part* > /dev/null 2>&1; then
-  mkdir -p "$B/llama.cpp/bin"
-  cat "$HERE"/.carry/llama.cpp.xz.part* > "$WORK/llama.cpp.xz"
-  if (cd "$WORK" && sed 's#  .*#  llama.cpp.xz#' "$HERE/.carry/llama.cpp.sha256" | sha256sum -c - > /dev/null); then
-    xz -dc "$WORK/llama.cpp.xz" > "$B/llama.cpp/bin/llama-server" && chmod +x "$B/llama.cpp/bin/llama-server" && SKIP_MAIN=1
-    touch "$WORK/llama.cpp.sent"
-    say "llama.cpp's llama-server unpacked from the carry"
+# instead of built: llama.cpp's saves about 4 minutes of device time, ik_llama.cpp's 12. (Both binaries and
+# ik's sources may not fit one call's 64 MiB carry: a fork without its binary there is built.)
+SKIP_MAIN=0 SKIP_IK=0
+for fork in llama.cpp ik_llama.cpp; do
+  ls "$CARRY/$fork.xz.part"* > /dev/null 2>&1 || continue
+  mkdir -p "$B/$fork/bin"
+  cat "$CARRY/$fork.xz.part"* > "$WORK/$fork.xz"
+  if (cd "$WORK" && sed "s#  .*#  $fork.xz#" "$CARRY/$fork.sha256" | sha256sum -c - > /dev/null) &&
+     xz -dc "$WORK/$fork.xz" > "$B/$fork/bin/llama-server" && chmod +x "$B/$fork/bin/llama-server"; then
+    touch "$WORK/$fork.sent"
+    case $fork in llama.cpp) SKIP_MAIN=1 ;; *) SKIP_IK=1 ;; esac
+    say "$fork's llama-server unpacked from the carry"
+  else
+    say "$fork's carried llama-server does not match its sha256: built instead"
   fi
-fi
-SKIP_MAIN=$SKIP_MAIN IK_NICE=19 MAIN_JOBS=$(nproc) IK_JOBS=$(nproc) setsid bash "${BUILD_BOTH:-$HERE/build_both.sh}" "$WORK/src" "$B" "$(nproc)" \
+done
+SKIP_MAIN=$SKIP_MAIN SKIP_IK=$SKIP_IK IK_NICE=19 MAIN_JOBS=$(nproc) IK_JOBS=$(nproc) setsid bash "${BUILD_BOTH:-$HERE/build_both.sh}" "$WORK/src" "$B" "$(nproc)" \
   > "$WORK/build_both.out" 2>&1 < /dev/null &
 BUILD_PID=$!
 built() {  # built FORK: waits for FORK's build to end; false when it failed (or build_both.sh died first)

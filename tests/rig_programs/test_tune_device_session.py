@@ -66,3 +66,39 @@ def test_the_session_finds_iks_serving_variant_runs_its_cases_and_the_tune_and_l
     left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
     assert left == [], subprocess.run(["ps", "-o", "pid,args", "-p", ",".join(left)], capture_output=True,
                                       text=True).stdout
+
+
+def carry_binary(carry: Path, fork: str, content: bytes, *, parts: int = 2, sha_of: bytes | None = None) -> None:
+    """A fork's llama-server as run_device.sh brings it home: xz-compressed, split, with its sha256."""
+    packed = subprocess.run(["xz", "-c"], input=content, capture_output=True, check=True).stdout
+    size = -(-len(packed) // parts)
+    for i in range(parts):
+        (carry / f"{fork}.xz.part{i}").write_bytes(packed[i * size:(i + 1) * size])
+    digest = subprocess.run(["sha256sum"], input=sha_of or packed, capture_output=True, check=True).stdout
+    (carry / f"{fork}.sha256").write_text(digest.decode().split()[0] + f"  {fork}.xz\n")
+
+
+def test_a_carried_llama_server_is_unpacked_instead_of_built_and_a_damaged_one_is_built(tmp_path):
+    work, carry = tmp_path / "work", tmp_path / "carry"
+    carry.mkdir()
+    main = b"#!/bin/sh\necho carried llama.cpp\n" + os.urandom(4096)
+    carry_binary(carry, "llama.cpp", main)
+    carry_binary(carry, "ik_llama.cpp", b"#!/bin/sh\necho carried ik\n", sha_of=b"something else")
+    # an nvcc that fails: no ballast, so the session ends right after the builds
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/nvcc").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "bin/nvcc").chmod(0o755)
+    path = f"{tmp_path / 'bin'}:{FAKES}:{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env = dict(os.environ, PATH=path, WORK=str(work), GPU_FILES=str(tmp_path / "gpu"), CARRY=str(carry),
+               BUILD_BOTH=str(FAKES / "build_both.sh"), MAIN_CASES="")
+    done = subprocess.run(["bash", str(ROOT / "bench/tune_device/session.sh")], env=env, capture_output=True,
+                          text=True, timeout=120)
+    log = (work / "session.log").read_text() if (work / "session.log").exists() else done.stdout
+    assert "llama.cpp's llama-server unpacked from the carry" in log, log
+    assert "ik_llama.cpp's carried llama-server does not match its sha256: built instead" in log, log
+    assert (work / "build/skips").read_text().split() == ["SKIP_MAIN=1", "SKIP_IK=0"]
+    assert (work / "build/llama.cpp/bin/llama-server").read_bytes() == main
+    assert os.access(work / "build/llama.cpp/bin/llama-server", os.X_OK)
+    assert b"fake_llama_server" in (work / "build/ik_llama.cpp/bin/llama-server").read_bytes()
+    assert (work / "llama.cpp.sent").exists() and not (work / "ik_llama.cpp.sent").exists()
+    assert "the ballast did not get READY" in log and (work / "session.done").exists()

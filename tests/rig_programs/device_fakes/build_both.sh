@@ -6,9 +6,12 @@ B=$2
 here=$(cd "$(dirname "$0")" && pwd)
 server="$here/../fake_llama_server.py"
 mkdir -p "$B/llama.cpp/bin" "$B/ik_llama.cpp/bin"
-printf '#!/bin/sh\nexec %s %s "$@"\n' "$(command -v python3)" "$server" > "$B/llama.cpp/bin/llama-server"
-printf '#!/bin/sh\nFAKE_CRASH_UNLESS=%s FAKE_CRASH_MODE=exit FAKE_HOLD_FILE=%s0 exec %s %s "$@"\n' \
-  "$FAKE_IK_NEEDS" "$GPU_FILES" "$(command -v python3)" "$server" > "$B/ik_llama.cpp/bin/llama-server"
+echo "SKIP_MAIN=${SKIP_MAIN:-0} SKIP_IK=${SKIP_IK:-0}" > "$B/skips"   # a fork carried in is not built
+[ "${SKIP_MAIN:-0}" = 1 ] ||
+  printf '#!/bin/sh\nexec %s %s "$@"\n' "$(command -v python3)" "$server" > "$B/llama.cpp/bin/llama-server"
+[ "${SKIP_IK:-0}" = 1 ] ||
+  printf '#!/bin/sh\nFAKE_CRASH_UNLESS=%s FAKE_CRASH_MODE=exit FAKE_HOLD_FILE=%s0 exec %s %s "$@"\n' \
+    "$FAKE_IK_NEEDS" "$GPU_FILES" "$(command -v python3)" "$server" > "$B/ik_llama.cpp/bin/llama-server"
 chmod +x "$B"/*/bin/llama-server
 printf 'rc=0\nseconds=1\n' > "$B/llama.cpp.done"
 sleep 2
