@@ -50,7 +50,9 @@ home() {
 }
 
 last=
-while [ ! -f "$WORK/session.done" ] && [ $(( T0 + CALL_S - $(date +%s) )) -gt 60 ]; do
+# UNTIL=FORK: the call also ends as soon as FORK's build has ended (its llama-server then comes home at once)
+while [ ! -f "$WORK/session.done" ] && [ $(( T0 + CALL_S - $(date +%s) )) -gt 60 ] &&
+      { [ -z "${UNTIL:-}" ] || [ ! -f "$B/$UNTIL.done" ]; }; do
   now=$(grep -v '^\[' "$WORK/fidelity.log" 2>/dev/null | tail -0; tail -n 2 "$WORK/session.log" | tr '\n' ' ')
   if [ "$now" != "$last" ]; then say "$now"; last=$now; fi
   sleep 10
