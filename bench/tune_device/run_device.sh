@@ -33,17 +33,19 @@ home() {
   (cd "$WORK" && tar -czf "$OUT/partial.tar.gz" --ignore-failed-read session.log build-times.txt env-before.txt \
       fidelity fidelity.log smoke ik_args.txt tune.log tune/partial.json tune/tune.json tune/tune.txt tune/logs model.log \
       ballast.out build_both.out 2>/dev/null)
-  # each fork's llama-server once, in the first call after it is built (llama.cpp's first), in parts of 15 MB:
+  # each fork's llama-server once, in the first call after it is built (llama.cpp's first), in parts of 16 MB:
   # at most 4 parts (8 files a call, 64 MiB together, beside partial.tar.gz)
   for fork in llama.cpp ik_llama.cpp; do
     [ -f "$B/$fork.done" ] && grep -qx rc=0 "$B/$fork.done" && [ ! -f "$WORK/$fork.sent" ] || continue
     [ -n "$(ls "$OUT"/*.part* 2>/dev/null)" ] && continue   # one fork's parts a call
     touch "$WORK/$fork.sent"
-    xz -T0 -6 -c "$B/$fork/bin/llama-server" > "$WORK/$fork.xz"
-    if [ "$(stat -c %s "$WORK/$fork.xz")" -gt 60000000 ]; then
+    # stripped (its symbols are no help without a debugger, and ik's binary must fit 4 parts and the carry)
+    strip -o "$WORK/$fork.stripped" "$B/$fork/bin/llama-server" 2>/dev/null || cp "$B/$fork/bin/llama-server" "$WORK/$fork.stripped"
+    xz -T0 -6 -c "$WORK/$fork.stripped" > "$WORK/$fork.xz"
+    if [ "$(stat -c %s "$WORK/$fork.xz")" -gt 62000000 ]; then
       say "$fork's llama-server is too large to come home: $(stat -c %s "$WORK/$fork.xz") bytes xz"; continue
     fi
-    split -b 15000000 -d -a 1 "$WORK/$fork.xz" "$OUT/$fork.xz.part"
+    split -b 16000000 -d -a 1 "$WORK/$fork.xz" "$OUT/$fork.xz.part"
     (cd "$WORK" && sha256sum "$fork.xz") > "$OUT/$fork.sha256"
     say "$fork's llama-server comes home: $(stat -c %s "$WORK/$fork.xz") bytes"
   done
