@@ -7,8 +7,8 @@
 # The first call starts session.sh detached (builds, models, ballast, the fidelity cases of both forks, the
 # tune); every call follows it for at most CALL_S seconds and then takes home what there is so far, in
 # $OUT/partial.tar.gz (the session's log, the fidelity cases' JSON and server logs, the tune's partial
-# results and candidates' logs, the build times), and, once, llama.cpp's llama-server xz-compressed in
-# parts of 15 MB ($OUT/llama.cpp.xz.partN, llama.cpp.sha256) for a later session's carry (session.sh then
+# results and candidates' logs, the build times), and, once each, a fork's llama-server xz-compressed in
+# parts of 16 MB ($OUT/FORK.xz.partN, FORK.sha256) for a later session's carry (session.sh then
 # unpacks it instead of building). Work lives in WORK
 # (/tmp/tunedev), which outlives a call while the machine stays warm.
 set -uo pipefail
