@@ -76,8 +76,6 @@ for m in qwen35moe gpt-oss-20b; do
 done
 say "models and ballast: $(ls -s "$WORK"/*.gguf | tr '\n' ' ')"
 
-built llama.cpp || { touch "$WORK/session.done"; exit 1; }
-
 setsid "$WORK/ballast" "$KEEP_MIB" 0 > "$WORK/ballast.out" 2> "$WORK/ballast.err" < /dev/null &
 BALLAST_PID=$!   # setsid execs it (a background job of a script leads no process group)
 for _ in $(seq 1 120); do grep -q READY "$WORK/ballast.out" 2>/dev/null && break; sleep 0.5; done
@@ -102,36 +100,46 @@ fid() {  # fid FORK SERVER NAME MODEL [run_cases options]; FID_OUT: another fold
     --out "${FID_OUT:-$WORK/fidelity}" "$@" >> "$WORK/fidelity.log" 2>&1
 }
 MAIN="$B/llama.cpp/bin/llama-server" IK="$B/ik_llama.cpp/bin/llama-server"
-for c in $MAIN_CASES; do
-  case $c in
-    qwen3moe) fid llama.cpp "$MAIN" qwen3moe "$WORK/model.gguf" --n-vocab 7000 ;;
-    qwen35moe) fid llama.cpp "$MAIN" qwen35moe "$WORK/qwen35moe.gguf" --cache-type q8_0 --ubatch 512 --n-vocab 240000 ;;
-    gpt-oss-20b) fid llama.cpp "$MAIN" gpt-oss-20b "$WORK/gpt-oss-20b.gguf" --ubatch 512 --n-vocab 200000 ;;
-  esac
-done
-rm -f "$WORK/qwen35moe.gguf" "$WORK/gpt-oss-20b.gguf"   # their page cache back to the machine
-say "llama.cpp fidelity done"
 
-IK_ARGS=
-if built ik_llama.cpp; then
-  # Does ik serve a prompt at all, with its defaults, or else with which of its options off? (2026-12-03: its
-  # first prompt died with "CUDA error: an illegal memory access" at its defaults.) The first variant that
-  # answers a 1000-token prompt at the fidelity's first case is kept for ik's cases and its tune candidates.
-  ik_serving_variant
-  if [ -n "$IK_FOUND" ]; then
-    echo "$IK_ARGS" > "$WORK/ik_args.txt"
-    words=(); for w in $IK_ARGS; do words+=("--server-arg=$w"); done
-    gpu_clean
-    fid ik_llama.cpp "$IK" qwen3moe "$WORK/model.gguf" --n-vocab 7000 --deadline $((END - 60 * TUNE_MIN_MINUTES)) \
-      "${words[@]}"
-    say "ik_llama.cpp fidelity done (with [${IK_ARGS:-its defaults}])"
+main_work() {  # llama.cpp built (or carried): its fidelity cases
+  built llama.cpp || { touch "$WORK/session.done"; exit 1; }
+  for c in $MAIN_CASES; do
+    case $c in
+      qwen3moe) fid llama.cpp "$MAIN" qwen3moe "$WORK/model.gguf" --n-vocab 7000 ;;
+      qwen35moe) fid llama.cpp "$MAIN" qwen35moe "$WORK/qwen35moe.gguf" --cache-type q8_0 --ubatch 512 --n-vocab 240000 ;;
+      gpt-oss-20b) fid llama.cpp "$MAIN" gpt-oss-20b "$WORK/gpt-oss-20b.gguf" --ubatch 512 --n-vocab 200000 ;;
+    esac
+  done
+  rm -f "$WORK/qwen35moe.gguf" "$WORK/gpt-oss-20b.gguf"   # their page cache back to the machine
+  say "llama.cpp fidelity done"
+}
+
+ik_work() {  # ik_llama.cpp built (or carried): the variant that serves, its fidelity cases
+  if built ik_llama.cpp; then
+    # Does ik serve a prompt at all, with its defaults, or else with which of its options off? (2026-12-03: its
+    # first prompt died with "CUDA error: an illegal memory access" at its defaults.) The first variant that
+    # answers a 1000-token prompt at the fidelity's first case is kept for ik's cases and its tune candidates.
+    ik_serving_variant
+    if [ -n "$IK_FOUND" ]; then
+      echo "$IK_ARGS" > "$WORK/ik_args.txt"
+      words=(); for w in $IK_ARGS; do words+=("--server-arg=$w"); done
+      gpu_clean
+      fid ik_llama.cpp "$IK" qwen3moe "$WORK/model.gguf" --n-vocab 7000 --deadline $((END - 60 * TUNE_MIN_MINUTES)) \
+        "${words[@]}"
+      say "ik_llama.cpp fidelity done (with [${IK_ARGS:-its defaults}])"
+    else
+      say "ik_llama.cpp served no variant: no ik cases, the tune on llama.cpp alone"
+      IK=
+    fi
   else
-    say "ik_llama.cpp served no variant: no ik cases, the tune on llama.cpp alone"
     IK=
   fi
-else
-  IK=
-fi
+}
+
+# The fork that came in the carry goes first while the other builds (memory does not depend on the CPU's
+# load); the tune waits for both.
+IK_ARGS=
+if [ "$SKIP_IK" = 1 ] && [ "$SKIP_MAIN" = 0 ]; then ik_work; main_work; else main_work; ik_work; fi
 gpu_clean
 
 left=$(( (END - $(date +%s)) / 60 ))

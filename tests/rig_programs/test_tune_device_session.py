@@ -35,9 +35,9 @@ def test_the_session_finds_iks_serving_variant_runs_its_cases_and_the_tune_and_l
     work, gpu = tmp_path / "work", tmp_path / "gpu"
     (tmp_path / "gpu0").write_text("")
     # python3 is this test's (the session's scripts import llamarig's dependencies; on the GPU machine they
-    # come from the carry's pydeps)
+    # come from the carry's pydeps); an empty carry, since this checkout's .carry may hold real binaries
     path = f"{FAKES}:{Path(sys.executable).parent}:{os.environ['PATH']}"
-    env = dict(os.environ, PATH=path, WORK=str(work), GPU_FILES=str(gpu),
+    env = dict(os.environ, PATH=path, WORK=str(work), GPU_FILES=str(gpu), CARRY=str(tmp_path / "carry"),
                BUILD_BOTH=str(FAKES / "build_both.sh"), FAKE_IK_NEEDS="-no-ooae", MAIN_CASES="",
                IK_VARIANTS="\n-no-ooae\n-no-fmoe", SESSION_S="420", TUNE_MINUTES="2", TUNE_MIN_MINUTES="2",
                TUNE_ARGS="--depth 256 --tokens 8 --repetitions 2 --rounds 2 --finalists 1 --axes ubatch,fork_options "
