@@ -26,8 +26,11 @@ MAIN_CASES=${MAIN_CASES-qwen3moe qwen35moe gpt-oss-20b}   # llama.cpp's fidelity
 # ik_llama.cpp's options tried in turn, one variant a line, until one serves (the first: its defaults)
 # (its server's switches: -no-ooae offload only active experts, -cuda fusion=0|graphs=0|offload-batch-size=N,
 # -no-gr graph reuse, -no-fmoe/-no-fug/-no-mmad the fused ops; 2026-12-03 it died in a CPY with its defaults;
-# no flag a typed key sets, such as -fa: the plan is made for the key, and validation refuses it in extra_args)
-IK_VARIANTS=${IK_VARIANTS-$'\n-no-ooae\n-cuda fusion=0\n-cuda offload-batch-size=100000\n-no-gr\n-no-ooae -no-fmoe -no-fug -no-mmad -no-gr -cuda fusion=0,graphs=0'}
+# no flag a typed key sets, such as -fa: the plan is made for the key, and validation refuses it in extra_args).
+# -cuda fusion=0 first: at the pinned ik (8337e4cd, CUDA 13, sm_90) its defaults and -no-ooae died on the first
+# prompt (illegal memory access in ggml_backend_cuda_synchronize), -cuda fusion=0 served (bench/results/
+# fidelity-h200/run4); its defaults second, should a rebuilt tree serve with them.
+IK_VARIANTS=${IK_VARIANTS-$'-cuda fusion=0\n\n-no-ooae\n-cuda offload-batch-size=100000\n-no-gr\n-no-ooae -no-fmoe -no-fug -no-mmad -no-gr -cuda fusion=0,graphs=0'}
 # the session's end (seconds after it starts): ik's cases start only while TUNE_MIN_MINUTES are left after
 # them, and the tune gets what is left, at most TUNE_MINUTES (the device's 30 minutes less the machine's start)
 SESSION_S=${SESSION_S:-1500}

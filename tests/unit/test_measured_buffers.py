@@ -38,7 +38,9 @@ def servers() -> list[tuple[str, dict, str]]:
     for path in sorted(glob.glob(str(RESULTS / "fidelity-h200/run*/*.json"))):
         doc = json.loads(Path(path).read_text())
         log = Path(path[:-5] + ".log")
-        if doc.get("model") == "qwen3moe" and "argv" in doc and log.exists():
+        # the device session's smoke tries of ik (smokeN, bench/tune_device/lib.sh) load the same qwen3moe model
+        qwen3moe = doc.get("model") == "qwen3moe" or re.fullmatch(r"smoke\d+", doc.get("model", ""))
+        if qwen3moe and "argv" in doc and log.exists():
             out.append((f"{Path(path).parent.name}/{doc['case']}", doc, log.read_text(errors="replace")))
     for path in sorted(glob.glob(str(RESULTS / "tune-h200-*/*/tune.json"))):
         tune = json.loads(Path(path).read_text())
