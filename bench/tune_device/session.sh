@@ -7,8 +7,8 @@
 #   2. once llama.cpp is built: the ballast holds all of GPU 0 but KEEP_MIB, then the fidelity cases on
 #      llama.cpp (bench/fidelity/run_cases.py), while ik_llama.cpp still builds (memory does not depend on
 #      the CPU's load);
-#   3. once ik_llama.cpp is built: which of its option variants serves a prompt at all (IK_VARIANTS, its
-#      defaults first: lib.sh's ik_serving_variant), its fidelity cases with that variant, then the tune
+#   3. once ik_llama.cpp is built: which of its option variants serves a prompt at all (IK_VARIANTS,
+#      -cuda fusion=0 first: lib.sh's ik_serving_variant), its fidelity cases with that variant, then the tune
 #      (run_tune.py, ik's candidates with that variant), alone on the machine; before each, every process
 #      but the ballast that holds the GPU is killed (lib.sh's gpu_clean).
 #
@@ -23,7 +23,7 @@ KEEP_MIB=${KEEP_MIB:-24576}
 CARRY=${CARRY:-$HERE/.carry}   # what the device call carried (pack.sh)
 TUNE_MINUTES=${TUNE_MINUTES:-8}
 MAIN_CASES=${MAIN_CASES-qwen3moe qwen35moe gpt-oss-20b}   # llama.cpp's fidelity cases (run while ik builds)
-# ik_llama.cpp's options tried in turn, one variant a line, until one serves (the first: its defaults)
+# ik_llama.cpp's options tried in turn, one variant a line, until one serves (an empty line: its defaults)
 # (its server's switches: -no-ooae offload only active experts, -cuda fusion=0|graphs=0|offload-batch-size=N,
 # -no-gr graph reuse, -no-fmoe/-no-fug/-no-mmad the fused ops; 2026-12-03 it died in a CPY with its defaults;
 # no flag a typed key sets, such as -fa: the plan is made for the key, and validation refuses it in extra_args).
