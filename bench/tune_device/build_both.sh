@@ -118,6 +118,11 @@ build_ik_nice() {  # run in ik's own background subshell: what it starts inherit
   build_ik
 }
 
+build_main_nice() {  # the same for mainline (MAIN_NICE), when ik is the one awaited first
+  [ "${MAIN_NICE:-0}" = 0 ] || renice -n "$MAIN_NICE" -p "$BASHPID" > /dev/null
+  build_main
+}
+
 build_main() {
   unpack llama-src.tar.xz llama.cpp || return
   bash "$REPO/bench/seed_limits/build_llama.sh" "$SRC_ROOT/llama.cpp" "$BUILD_ROOT/llama.cpp" \
@@ -145,7 +150,8 @@ run_fork() {  # run_fork FORK FUNCTION: FORK.log while it runs, FORK.done when i
 rm -f "$BUILD_ROOT/all.done"
 echo "build_both: sources $SRC_ROOT, builds $BUILD_ROOT, ik -j$IK_JOBS, llama.cpp -j$MAIN_JOBS"
 # IK_NICE (default 0): ik's build at a lower priority, so that mainline ends first and its measurements can
-# start while ik still builds (IK_NICE=19 MAIN_JOBS=JOBS: mainline in about 5 minutes, ik after it)
+# start while ik still builds (IK_NICE=19 MAIN_JOBS=JOBS: mainline in about 5 minutes, ik after it);
+# MAIN_NICE the other way round (ik in about 10.5 minutes, mainline in the cycles ik leaves idle)
 if [ "${SKIP_IK:-0}" = 1 ]; then   # ik_llama.cpp's llama-server came in the carry (session.sh unpacked it)
   { echo "rc=0"; echo "seconds=0"; echo "carried=1"; } > "$BUILD_ROOT/ik_llama.cpp.done"; true & ik_pid=$!
 else
@@ -154,7 +160,7 @@ fi
 if [ "${SKIP_MAIN:-0}" = 1 ]; then   # llama.cpp's llama-server came in the carry (session.sh unpacked it)
   { echo "rc=0"; echo "seconds=0"; echo "carried=1"; } > "$BUILD_ROOT/llama.cpp.done"; true & main_pid=$!
 else
-  run_fork llama.cpp build_main & main_pid=$!
+  run_fork llama.cpp build_main_nice & main_pid=$!
 fi
 wait "$ik_pid"; ik_rc=$?
 wait "$main_pid"; main_rc=$?

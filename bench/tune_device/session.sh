@@ -60,7 +60,16 @@ for fork in llama.cpp ik_llama.cpp; do
     say "$fork's carried llama-server does not match its sha256: built instead"
   fi
 done
-SKIP_MAIN=$SKIP_MAIN SKIP_IK=$SKIP_IK IK_NICE=19 MAIN_JOBS=$(nproc) IK_JOBS=$(nproc) setsid bash "${BUILD_BOTH:-$HERE/build_both.sh}" "$WORK/src" "$B" "$(nproc)" \
+# Which fork is awaited first: the carried one; else llama.cpp when it has fidelity cases to run while ik
+# builds, else ik (the longer build, on the critical path: mainline is needed only by the tune) at full
+# priority, mainline at nice 19 in the cycles ik leaves idle.
+if [ "$SKIP_IK" = 1 ] && [ "$SKIP_MAIN" = 0 ] || { [ -z "${MAIN_CASES// /}" ] && [ "$SKIP_MAIN" = 0 ]; }; then
+  FIRST=ik NICE="IK_NICE=0 MAIN_NICE=19"
+else
+  FIRST=main NICE="IK_NICE=19 MAIN_NICE=0"
+fi
+# shellcheck disable=SC2086 # NICE is two assignments
+env $NICE SKIP_MAIN=$SKIP_MAIN SKIP_IK=$SKIP_IK MAIN_JOBS=$(nproc) IK_JOBS=$(nproc) setsid bash "${BUILD_BOTH:-$HERE/build_both.sh}" "$WORK/src" "$B" "$(nproc)" \
   > "$WORK/build_both.out" 2>&1 < /dev/null &
 BUILD_PID=$!
 built() {  # built FORK: waits for FORK's build to end; false when it failed (or build_both.sh died first)
@@ -139,10 +148,10 @@ ik_work() {  # ik_llama.cpp built (or carried): the variant that serves, its fid
   fi
 }
 
-# The fork that came in the carry goes first while the other builds (memory does not depend on the CPU's
-# load); the tune waits for both.
+# The fork awaited first (FIRST, above) has its work done while the other builds (memory does not depend on
+# the CPU's load); the tune waits for both.
 IK_ARGS=
-if [ "$SKIP_IK" = 1 ] && [ "$SKIP_MAIN" = 0 ]; then ik_work; main_work; else main_work; ik_work; fi
+if [ "$FIRST" = ik ]; then ik_work; main_work; else main_work; ik_work; fi
 gpu_clean
 
 left=$(( (END - $(date +%s)) / 60 ))

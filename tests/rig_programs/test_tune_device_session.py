@@ -46,6 +46,9 @@ def test_the_session_finds_iks_serving_variant_runs_its_cases_and_the_tune_and_l
                           text=True, timeout=600)
     log = (work / "session.log").read_text() if (work / "session.log").exists() else done.stdout
     assert done.returncode == 0 and (work / "session.done").exists(), log + done.stderr
+    # no llama.cpp cases: ik, the longer build, is awaited first at full priority, mainline at nice 19
+    assert (work / "build/nice").read_text().split() == ["IK_NICE=0", "MAIN_NICE=19"]
+    assert log.index("ik_llama.cpp build:") < log.index("] llama.cpp build:") < log.index("tune:"), log
     assert "ik smoke 1 [its defaults]: exited" in log and "ik smoke 2 [-no-ooae]: serves" in log, log
     assert "ik smoke 3" not in log                                  # the first that serves is kept
     assert (work / "ik_args.txt").read_text().strip() == "-no-ooae"
@@ -97,6 +100,7 @@ def test_a_carried_llama_server_is_unpacked_instead_of_built_and_a_damaged_one_i
     assert "llama.cpp's llama-server unpacked from the carry" in log, log
     assert "ik_llama.cpp's carried llama-server does not match its sha256: built instead" in log, log
     assert (work / "build/skips").read_text().split() == ["SKIP_MAIN=1", "SKIP_IK=0"]
+    assert (work / "build/nice").read_text().split() == ["IK_NICE=19", "MAIN_NICE=0"]   # llama.cpp awaited first
     assert (work / "build/llama.cpp/bin/llama-server").read_bytes() == main
     assert os.access(work / "build/llama.cpp/bin/llama-server", os.X_OK)
     assert b"fake_llama_server" in (work / "build/ik_llama.cpp/bin/llama-server").read_bytes()

@@ -7,6 +7,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 server="$here/../fake_llama_server.py"
 mkdir -p "$B/llama.cpp/bin" "$B/ik_llama.cpp/bin"
 echo "SKIP_MAIN=${SKIP_MAIN:-0} SKIP_IK=${SKIP_IK:-0}" > "$B/skips"   # a fork carried in is not built
+echo "IK_NICE=${IK_NICE:-0} MAIN_NICE=${MAIN_NICE:-0}" > "$B/nice"
 [ "${SKIP_MAIN:-0}" = 1 ] ||
   printf '#!/bin/sh\nexec %s %s "$@"\n' "$(command -v python3)" "$server" > "$B/llama.cpp/bin/llama-server"
 [ "${SKIP_IK:-0}" = 1 ] ||
