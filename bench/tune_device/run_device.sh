@@ -42,12 +42,11 @@ home() {
     # stripped (its symbols are no help without a debugger, and ik's binary must fit 4 parts and the carry)
     strip -o "$WORK/$fork.stripped" "$B/$fork/bin/llama-server" 2>/dev/null || cp "$B/$fork/bin/llama-server" "$WORK/$fork.stripped"
     xz -T0 -6 -c "$WORK/$fork.stripped" > "$WORK/$fork.xz"
-    if [ "$(stat -c %s "$WORK/$fork.xz")" -gt 62000000 ]; then
-      say "$fork's llama-server is too large to come home: $(stat -c %s "$WORK/$fork.xz") bytes xz"; continue
-    fi
+    size=$(stat -c %s "$WORK/$fork.xz")
+    [ "$size" -le 62000000 ] || { say "$fork's llama-server is too large to come home: $size bytes xz"; continue; }
     split -b 16000000 -d -a 1 "$WORK/$fork.xz" "$OUT/$fork.xz.part"
     (cd "$WORK" && sha256sum "$fork.xz") > "$OUT/$fork.sha256"
-    say "$fork's llama-server comes home: $(stat -c %s "$WORK/$fork.xz") bytes"
+    say "$fork's llama-server comes home: $size bytes"
   done
 }
 

@@ -63,7 +63,7 @@ done
 # Which fork is awaited first: the carried one; else llama.cpp when it has fidelity cases to run while ik
 # builds, else ik (the longer build, on the critical path: mainline is needed only by the tune) at full
 # priority, mainline at nice 19 in the cycles ik leaves idle.
-if [ "$SKIP_IK" = 1 ] && [ "$SKIP_MAIN" = 0 ] || { [ -z "${MAIN_CASES// /}" ] && [ "$SKIP_MAIN" = 0 ]; }; then
+if [ "$SKIP_MAIN" = 0 ] && { [ "$SKIP_IK" = 1 ] || [ -z "${MAIN_CASES// /}" ]; }; then
   FIRST=ik NICE="IK_NICE=0 MAIN_NICE=19"
 else
   FIRST=main NICE="IK_NICE=19 MAIN_NICE=0"
@@ -128,8 +128,8 @@ main_work() {  # llama.cpp built (or carried): its fidelity cases
 
 ik_work() {  # ik_llama.cpp built (or carried): the variant that serves, its fidelity cases
   if built ik_llama.cpp; then
-    # Does ik serve a prompt at all, with its defaults, or else with which of its options off? (2026-12-03: its
-    # first prompt died with "CUDA error: an illegal memory access" at its defaults.) The first variant that
+    # Does ik serve a prompt at all, and with which of its options off? (2026-12-03: its first prompt died with
+    # "CUDA error: an illegal memory access" at its defaults, and served with -cuda fusion=0.) The first variant that
     # answers a 1000-token prompt at the fidelity's first case is kept for ik's cases and its tune candidates.
     ik_serving_variant
     if [ -n "$IK_FOUND" ]; then
