@@ -37,7 +37,8 @@ def replay(doc: dict, model) -> dict:
     s = Settings(fork=doc["fork"], ctx=int(val("--ctx-size")),
                  parallel=int(val("--parallel")) if "--parallel" in a else None,
                  cache_k=val("--cache-type-k", "f16"), cache_v=val("--cache-type-v", "f16"), ubatch=ubatch,
-                 flash_attn=val("--flash-attn", "on") != "off")
+                 flash_attn=val("--flash-attn", "on") != "off",
+                 repack="--run-time-repack" in a or "-rtr" in a)
     ngl = val("--n-gpu-layers")
     p = evaluate(model, Flags(1, int(ngl) if ngl else None, None, overrides), [24 * GiB], 100 * GiB, s)
     r = p.devices[0]

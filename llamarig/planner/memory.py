@@ -46,6 +46,8 @@ GiB = 1 << 30
 DEFAULT_MARGIN = 1024 * MiB          # per GPU, like llama.cpp's --fit-target and ik's --fit-margin
 DEFAULT_HOST_MARGIN = 4 * GiB        # system RAM kept for the OS and the server's own heap
 RUNTIME = 720 * MiB                  # per GPU: CUDA context, cuBLAS workspace, pools (not a llama.cpp buffer)
+POOL_GRANULE = 2 * MiB               # ggml_cuda_pool_vmm maps physical memory in the device's granularity
+IK_SMS = 132                         # multiprocessors assumed for ik's per-SM pool scratch (H100/H200; a 3090 has 82)
 EXPS = re.compile(r"\.ffn_(up|down|gate|gate_up)_(ch|)exps")
 
 
@@ -69,6 +71,7 @@ class Settings:
     kv_offload: bool = True          # False: --no-kv-offload, the KV cache and recurrent state stay in host RAM
     cache_ram_mib: int = 8192        # llama-server's RAM prompt cache bound (--cache-ram; both forks' default)
     ctx_checkpoints: int = 32        # context checkpoints per slot (--ctx-checkpoints; both forks' default)
+    repack: bool = False             # ik_llama.cpp's --run-time-repack: CPU weights repacked, never copied to a GPU
 
 
 def host_caches(model: ModelInfo, s: Settings, c: "LayerCosts") -> int:
@@ -259,6 +262,51 @@ def _indexer(model: ModelInfo, il: int, s: Settings) -> int:
     return _row("f16" if s.fork == "ik_llama.cpp" else s.cache_k, width) if full else 0
 
 
+def ik_pool(model: ModelInfo, s: Settings) -> int:
+    """ik_llama.cpp's CUDA memory pool at its high-water mark, per GPU, beyond what ``RUNTIME`` holds: the
+    pool (ggml_cuda_pool_vmm) keeps the largest scratch any one op took until the server exits. Two ops set
+    it (docs/memory-model.md, "ik_llama.cpp's pool"):
+
+    * the fused MoE up/gate op (ggml_cuda_moe_up_gate_unary, mmq_id branch, on by default) holds F32 up and
+      gate results, a q8_1 copy of the ubatch's activations per used expert and the routing ids, plus the
+      matmul's per-SM stream-k fixup: ``T * k * (8 + 1.125 * pad512(n_embd) + 4 * up/gate rows)`` bytes;
+    * flash attention's ``dst_tmp_meta`` (launch_fattn_mma) of ``32 * (D + 4)`` bytes per query row and
+      head, for ubatches up to 2048 tokens; above that (and for badly balanced tiles) ``2 * SMs`` blocks of
+      64 rows. A full-context prompt meets every ubatch size up to the declared one, so the worst T counts.
+
+    Measured (bench/results/fidelity-h200/run5, H100): 786-808 MiB beside the buffers at ubatch 512 and
+    926-948 at 4096 (a 3000-token ubatch), i.e. ``RUNTIME`` plus 66 and 202 MiB of pool. MLA attention runs
+    other kernels, whose scratch is not modelled here (see ``_ik_fa_pool``)."""
+    if s.fork != "ik_llama.cpp":
+        return 0
+    t = min(s.ubatch, s.ctx or s.ubatch)
+    moe = 0
+    if model.n_expert and model.n_expert_used:
+        k = model.n_expert_used
+        rows = max((sum(x.shape[1] for x in model.tensors if x.layer == il and len(x.shape) >= 2
+                        and re.search(r"\.ffn_(up|gate|gate_up)_exps", x.name))
+                    for il in range(model.n_layer)), default=0)
+        if rows:
+            moe = (t * k * (8 + pad(model.n_embd, 512) * 9 // 8 + 4 * rows) + 4 * (model.n_expert + 1)
+                   + 18432 + 65536 * IK_SMS)
+    return pad(max(moe, _ik_fa_pool(model, s, t)), POOL_GRANULE)
+
+
+def _ik_fa_pool(model: ModelInfo, s: Settings, t: int) -> int:
+    """Flash attention's stream-k bookkeeping in ik's pool (fattn-mma-f16.cuh launch_fattn_mma), its worst
+    over prompt ubatches of up to ``t`` tokens."""
+    if not s.flash_attn or model.is_mla or not any(model.n_head_kv):
+        return 0
+    d = max(model.head_dim_k, model.head_dim_v)
+    heads = max(model.n_head or [0])
+    return max(min(t, 2048) * heads * (d + 4) * 32, 2 * IK_SMS * 64 * (d + 4) * 32)
+
+
+def runtime(model: ModelInfo, s: Settings) -> int:
+    """What llama-server's process holds on a GPU beside its buffers: ``RUNTIME``, and ik_llama.cpp's pool."""
+    return RUNTIME + ik_pool(model, s)
+
+
 def layer_compute(model: ModelInfo, il: int, s: Settings) -> int:
     """ik_llama.cpp's estimate of a layer's compute buffer (get_layer_sizes), used for both forks."""
     t = min(s.ubatch, s.ctx or s.ubatch)
@@ -327,10 +375,15 @@ def offload_copy(model: ModelInfo, cpu_expert_layers: list[int], s: Settings) ->
     """llama.cpp copies a CPU-resident expert tensor to the GPU for prompt batches of >= 32 tokens, one
     tensor at a time into the compute buffer (the scheduler's split inputs): the largest one counts
     (measured: Qwen3-30B-A3B's 204 MiB expert tensor in its 289 MiB compute buffer at ubatch 512).
-    ik_llama.cpp only when ubatch * experts used >= 32 * experts, and two tensors at once: its fused MoE
+    ik_llama.cpp only when ubatch * experts used >= 32 * experts, never with ``--run-time-repack``, and two
+    tensors at once: its fused MoE
     op takes up and gate together (measured: 452 MiB of compute at ubatch 512 with a 297 MiB logits
     buffer it reuses, where a whole layer's experts are 612: bench/results/fidelity-h200/run3)."""
     if not cpu_expert_layers or s.ubatch < 32:
+        return 0
+    if s.fork == "ik_llama.cpp" and s.repack:
+        # repacked tensors are CPU-only types: their ops stay on the CPU (measured: 305 MiB of compute, the
+        # logits alone, where 488 with the copy: bench/results/tune-h100-try6, b1c4)
         return 0
     on_cpu = set(cpu_expert_layers)
     sizes = sorted((t.nbytes for t in model.tensors if t.layer in on_cpu and is_expert(t.name)), reverse=True)
@@ -419,5 +472,14 @@ def device_compute(model: ModelInfo, s: Settings, c: LayerCosts, layers: list[in
     if layers:
         out += offload_copy(model, cpu_expert_layers, s)
     if has_output:  # ik_llama.cpp's graph reuses the layers' buffers for the logits; llama.cpp's adds them
-        out = max(out, logits(model, s)) if s.fork == "ik_llama.cpp" else out + logits(model, s)
+        out = max(out, ik_output(model, s)) if s.fork == "ik_llama.cpp" else out + logits(model, s)
     return out
+
+
+def ik_output(model: ModelInfo, s: Settings) -> int:
+    """ik_llama.cpp's compute at the output layer: the logits, with the last hidden state and its norm
+    still held (measured: 2,438 MiB at ubatch 4096 = 2,374 of logits + 2 x 32 of F32 states,
+    bench/results/fidelity-h200/run5)."""
+    t = min(s.ubatch, s.ctx or s.ubatch)
+    norm = any(x.name.startswith("output_norm") for x in model.tensors)
+    return logits(model, s) + model.n_embd * t * 4 * (2 if norm else 1)

@@ -37,7 +37,7 @@ class DeviceRow:
     kv: int
     compute: int
     total: int
-    runtime: int = 0       # CUDA context, cuBLAS workspace, pools (memory.RUNTIME): in total, in no buffer
+    runtime: int = 0       # CUDA context, cuBLAS workspace, pools (memory.runtime): in total, in no buffer
 
 
 @dataclass
@@ -84,13 +84,14 @@ def evaluate(model: ModelInfo, flags: Flags, gpus: list[int], ram: int | None, s
                                 if t.layer is not None and t.name not in skip and memory.is_expert(t.name)
                                 and a.tensors[t.name] == CPU})
     rows = []
+    rt = memory.runtime(model, s)
     for d in range(len(gpus)):
         name = cuda(d)
         mine = [il for il in range(n) if layers[il] == name]
         kv = sum(c.gpu_kv(il) for il in mine)
         comp = memory.device_compute(model, s, c, mine, layers[n] == name, cpu_expert_layers)
         w = a.weights.get(name, 0)
-        rows.append(DeviceRow(name, gpus[d] - margin, w, kv, comp, w + kv + comp + memory.RUNTIME, memory.RUNTIME))
+        rows.append(DeviceRow(name, gpus[d] - margin, w, kv, comp, w + kv + comp + rt, rt))
     cpu_layers = [il for il in range(n) if layers[il] == CPU]
     host_w = a.weights.get(CPU, 0)
     host_kv = sum(c.kv) if c.kv_on_host else sum(c.kv[il] for il in cpu_layers)
@@ -170,14 +171,14 @@ def plan(model: ModelInfo, gpus: list[int], ram: int | None, s: Settings,
     c = memory.layer_costs(model, s)
     n, D = model.n_layer, len(gpus)
     trunk = n - model.n_nextn
-    budgets = [g - margin - memory.RUNTIME for g in gpus]
+    budgets = [g - margin - memory.runtime(model, s) for g in gpus]
     if D == 0:
         flags = Flags(0, 0)
         return evaluate(model, flags, gpus, ram, s, margin, host_margin)
     cmax = max(c.compute[:trunk] or [0])
     smax = max(c.scratch[:trunk] or [0]) + memory.kq_mask(model, s)
     logit = memory.logits(model, s)
-    out_compute = max(cmax + smax, logit) if s.fork == "ik_llama.cpp" else cmax + smax + logit
+    out_compute = max(cmax + smax, memory.ik_output(model, s)) if s.fork == "ik_llama.cpp" else cmax + smax + logit
     ik = s.fork == "ik_llama.cpp"
     light = [c.base[il] + c.gpu_kv(il) for il in range(n)]
     copy = 0

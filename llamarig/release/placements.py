@@ -33,7 +33,7 @@ forks take ``--ctx-size 0``; slots, the server's automatic ones."""
 def settings(doc: dict, service: dict, model: ModelInfo | None = None) -> Settings:
     """The memory-relevant settings a service runs with: its typed keys, the flags among its extra_args
     that change memory (``--swa-full``, ``--kv-unified``/``--no-kv-unified``, ``--no-kv-offload``,
-    ``--cache-ram``, ``--ctx-checkpoints``), else the fork's defaults."""
+    ``--cache-ram``, ``--ctx-checkpoints``, ik's ``--run-time-repack``), else the fork's defaults."""
     ctx = service["ctx_size"] or (model.n_ctx_train if model else 4096)
     extra_args = list(service.get("extra_args") or [])
     extra = {canonical(doc["build_fork"], a.split("=", 1)[0]) for a in extra_args}
@@ -48,7 +48,8 @@ def settings(doc: dict, service: dict, model: ModelInfo | None = None) -> Settin
                     kv_offload="--no-kv-offload" not in extra,
                     cache_ram_mib=_int_arg(doc["build_fork"], extra_args, "--cache-ram", FORK_DEFAULTS["cache_ram_mib"]),
                     ctx_checkpoints=_int_arg(doc["build_fork"], extra_args, "--ctx-checkpoints",
-                                             FORK_DEFAULTS["ctx_checkpoints"]))
+                                             FORK_DEFAULTS["ctx_checkpoints"]),
+                    repack=bool(service.get("run_time_repack")) or "--run-time-repack" in extra)
 
 
 def effective_ubatch(service: dict) -> int:

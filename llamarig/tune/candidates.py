@@ -9,6 +9,7 @@ asked in ``llamarig.tune.prepare``, not here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 # axis -> what it varies (the README lists them)
@@ -143,8 +144,19 @@ def combined(best_by_axis: dict[str, Candidate], next_id: int) -> Candidate | No
         service.update(c.service)
         rig.update(c.rig)
         power.update(c.power)
-    label = " + ".join(c.label for c in picks)
-    return Candidate(f"{build_prefix(picks[0].id)}c{next_id}", label, None, service, rig, power)
+    return Candidate(f"{build_prefix(picks[0].id)}c{next_id}", joined_label([c.label for c in picks]), None,
+                     service, rig, power)
+
+
+def joined_label(labels: list[str]) -> str:
+    """The labels of a combination's changes, joined with " + ", with what they all share said once: the
+    build they run on ("ik_llama.cpp: ") and arguments every one of them carries (" [-cuda fusion=0]")."""
+    head = re.match(r"[^:\[]*: ", labels[0])
+    head = head.group(0) if head and all(x.startswith(head.group(0)) for x in labels) else ""
+    tail = re.search(r" \[[^\]]*\]$", labels[0])
+    tail = tail.group(0) if tail and all(x.endswith(tail.group(0)) for x in labels) else ""
+    core = [x[len(head):len(x) - len(tail)] for x in labels]
+    return head + " + ".join(core) + tail
 
 
 def build_prefix(cid: str) -> str:

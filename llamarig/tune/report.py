@@ -16,7 +16,8 @@ def host_data_lines(keys: dict) -> list[str]:
 
 def table(title: str, ranked: list[Ranked], objective: str, notes: list[str], against: str = "declared") -> str:
     figure, unit = OBJECTIVES[objective]
-    lines = [title, f"  {'':2} {'candidate':52} {objective + ' ' + unit:>22}  {'vs ' + against:>12}  verdict"]
+    w = max([52, *(len(r.label) for r in ranked)])   # whole labels: a combination's last change counts too
+    lines = [title, f"  {'':2} {'candidate':{w}} {objective + ' ' + unit:>22}  {'vs ' + against:>12}  verdict"]
     for i, r in enumerate(ranked, 1):
         if r.status == "measured":
             s = r.score
@@ -24,9 +25,9 @@ def table(title: str, ranked: list[Ranked], objective: str, notes: list[str], ag
             vs = f"{r.percent:+.1f}%" if r.percent is not None else ""
             verdict = {"gain": "better, beyond the noise", "within noise": "within the noise",
                        "regression": "worse, beyond the noise"}.get(r.verdict, r.verdict)
-            lines.append(f"  {i:2} {r.label[:52]:52} {value:>22}  {vs:>12}  {verdict}")
+            lines.append(f"  {i:2} {r.label:{w}} {value:>22}  {vs:>12}  {verdict}")
         else:
-            lines.append(f"   - {r.label[:52]:52} {r.status}: {r.why}")
+            lines.append(f"   - {r.label:{w}} {r.status}: {r.why}")
     lines += [f"  {n}" for n in notes]
     return "\n".join(lines) + "\n"
 

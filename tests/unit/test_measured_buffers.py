@@ -35,14 +35,14 @@ def logged(log: str) -> dict:
 def servers() -> list[tuple[str, dict, str]]:
     """(name, {fork, argv}, log) of every recorded qwen3moe server whose log has its buffer lines."""
     out = []
-    for path in sorted(glob.glob(str(RESULTS / "fidelity-h200/run*/*.json"))):
+    for path in sorted(glob.glob(str(RESULTS / "fidelity-h*/run*/*.json"))):
         doc = json.loads(Path(path).read_text())
         log = Path(path[:-5] + ".log")
         # the device session's smoke tries of ik (smokeN, bench/tune_device/lib.sh) load the same qwen3moe model
         qwen3moe = doc.get("model") == "qwen3moe" or re.fullmatch(r"smoke\d+", doc.get("model", ""))
         if qwen3moe and "argv" in doc and log.exists():
             out.append((f"{Path(path).parent.name}/{doc['case']}", doc, log.read_text(errors="replace")))
-    for path in sorted(glob.glob(str(RESULTS / "tune-h200-*/*/tune.json"))):
+    for path in sorted(glob.glob(str(RESULTS / "tune-h*/*/tune.json"))):
         tune = json.loads(Path(path).read_text())
         for c in tune["candidates"]:
             cid = c["candidate"]["id"]
@@ -76,3 +76,22 @@ def test_the_plan_of_a_recorded_server_is_what_its_fork_allocated(model, name, d
     if want["kv"] is not None:
         assert abs(got["kv"] - want["kv"]) <= 1, (got, want)
     assert -32 <= got["compute"] - want["compute"] <= 64, (got, want)
+
+
+MEASURED = [s for s in SERVERS if s[1].get("measured_mib") is not None]
+
+
+@pytest.mark.parametrize("name, doc, log", MEASURED, ids=[s[0] for s in MEASURED])
+def test_what_the_process_holds_beside_its_buffers_is_planned(model, name, doc, log):
+    """The card's peak use for the process minus the buffers its fork logged (CUDA context, cuBLAS, the
+    memory pool: ik_llama.cpp's grows with the ubatch) against the plan's runtime column: never short by
+    more than 48 MiB, never over by more than 96."""
+    want = logged(log)
+    outside = doc["measured_mib"] - (want["weights"] + (want["kv"] or 0) + want["compute"])
+    got = replay(doc, model)["runtime"]
+    assert -48 <= got - outside <= 96, (got, outside)
+
+
+def test_the_pool_cases_are_on_record():
+    ubatches = {(doc["fork"], doc.get("ubatch")) for _, doc, _ in MEASURED}
+    assert {("ik_llama.cpp", 512), ("ik_llama.cpp", 4096), ("llama.cpp", 512), ("llama.cpp", 4096)} <= ubatches

@@ -58,11 +58,11 @@ def _replay(model, p):
     return out
 
 
-def _check(model, p):
+def _check(model, p, s):
     weights = _replay(model, p)
     for row in p.devices:
         assert weights.get(row.name, 0) == row.weights, row.name
-        assert row.total == row.weights + row.kv + row.compute + row.runtime and row.runtime == memory.RUNTIME
+        assert row.total == row.weights + row.kv + row.compute + row.runtime and row.runtime == memory.runtime(model, s)
         if p.fits:
             assert row.total <= row.budget
     assert weights.get("CPU", 0) == p.host["weights"]
@@ -112,7 +112,7 @@ def test_flags_mean_what_the_table_says(models, name, gpus, ram, ctx, cache, for
     model = models[name]
     s = Settings(fork=fork, ctx=ctx, cache_k=cache, cache_v=cache if cache != "q8_KV" else "q8_0")
     p = plan(model, [g * GiB for g in gpus], ram * GiB, s)
-    _check(model, p)
+    _check(model, p, s)
     # and the same flags, evaluated as a hand-written placement, give the same table
     again = evaluate(model, p.flags, [g * GiB for g in gpus], ram * GiB, s)
     assert [(r.weights, r.kv, r.compute) for r in again.devices] == [(r.weights, r.kv, r.compute) for r in p.devices]
@@ -195,7 +195,7 @@ def test_ik_split_puts_the_planned_layers(models):
     p = plan(model, [24 * GiB, 24 * GiB, 16 * GiB], 128 * GiB, s)
     counts = [sum(1 for d in p.layers[:-1] if d == f"CUDA{i}") for i in range(3)]
     assert all(counts) and counts[2] < counts[0]
-    _check(model, p)
+    _check(model, p, s)
 
 
 def _cli(*args):

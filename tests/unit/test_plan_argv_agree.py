@@ -23,9 +23,10 @@ DECLARED = {
     "flash_attn": [None, "on", "off"],
     "cache_type_k": [None, "q8_0"],
     "ctx_size": [None, 8192],
-    "extra_args": [[], ["--swa-full"], ["-kvu"], ["--kv-unified", "--no-kv-unified"], ["-nkvo"]],
+    "extra_args": [[], ["--swa-full"], ["-kvu"], ["--kv-unified", "--no-kv-unified"], ["-nkvo"], ["-rtr"]],
 }
 LLAMA_ONLY = ("--swa-full", "-kvu", "--kv-unified")
+IK_ONLY = ("-rtr",)
 
 
 class _Model:
@@ -44,6 +45,8 @@ def test_every_planned_setting_is_an_argument_or_the_forks_default(fork):
                                                                  if v not in (None, [])}
         if fork == "ik_llama.cpp" and set(LLAMA_ONLY) & set(svc.get("extra_args", [])):
             continue  # ik_llama.cpp has no --swa-full and no --kv-unified
+        if fork == "llama.cpp" and set(IK_ONLY) & set(svc.get("extra_args", [])):
+            continue  # llama.cpp has no run-time repack
         doc, problems = validate_host("r1", rig(build_fork=fork, services=[svc]))
         assert problems == [], problems
         service = doc["services"][0]
@@ -64,5 +67,16 @@ def test_every_planned_setting_is_an_argument_or_the_forks_default(fork):
         want_unified = (switches[-1] != "--no-kv-unified") if switches else "--parallel" not in argv
         assert memory.unified(s) == want_unified, (argv, s)
         assert s.kv_offload == ("-nkvo" not in argv and "--no-kv-offload" not in argv)
+        assert s.repack == ("-rtr" in argv or "--run-time-repack" in argv)
         checked += 1
     assert checked >= 100
+
+
+def test_the_typed_repack_key_is_planned_as_its_flag():
+    svc = {"name": "chat", "model": "gemma", "port": 8080, "run_time_repack": True}
+    doc, problems = validate_host("r1", rig(build_fork="ik_llama.cpp", services=[svc]))
+    assert problems == [], problems
+    service = doc["services"][0]
+    assert "--run-time-repack" in server_args(service, "/m.gguf", "ik_llama.cpp", None)
+    assert settings(doc, service, _Model()).repack
+    assert not settings(doc, {**service, "run_time_repack": None}, _Model()).repack

@@ -14,6 +14,7 @@ from llamarig.tune.candidates import Candidate, combined, generate, power_candid
 from llamarig.tune.engine import Engine, Settings
 from llamarig.tune.prepare import Prepared, host_keys, prepare
 from llamarig.tune.rank import rank, winner
+from llamarig.tune.report import table
 from llamarig.tune.transient import PORT_WORD, TransientError, bind, candidate_argv, expand, unit_properties
 
 from .helpers import unit_text
@@ -85,6 +86,34 @@ def test_the_combination_holds_every_axis_best_change():
     assert both.rig == {"gpu_margin_mib": 512} and both.axis is None
     assert combined({"threads": a}, 9) is None
 
+
+
+def test_a_combination_on_another_build_names_that_build_and_its_shared_arguments_once():
+    picks = {"fork_options": Candidate("b1c5", "ik_llama.cpp: run_time_repack true [-cuda fusion=0]", "fork_options",
+                                       {"run_time_repack": True}),
+             "threads": Candidate("b1c2", "ik_llama.cpp: threads 16 [-cuda fusion=0]", "threads", {"threads": 16})}
+    both = combined(picks, 11)
+    assert both.id == "b1c11"
+    assert both.label == "ik_llama.cpp: run_time_repack true + threads 16 [-cuda fusion=0]"
+    mixed = {"threads": Candidate("c1", "threads 4", "threads", {"threads": 4}),
+             "ubatch": Candidate("c2", "ubatch_size 1024 [x]", "ubatch", {"ubatch_size": 1024})}
+    assert combined(mixed, 3).label == "threads 4 + ubatch_size 1024 [x]"   # nothing shared: said as it is
+
+
+def test_the_table_shows_whole_labels_so_a_combination_is_told_from_its_first_change():
+    def raws(values):
+        return [{"runs": [{"depth": 64, "rep": i, "prompt_tokens": 64, "prompt_n": 64, "prompt_ms": 10.0,
+                           "predicted_n": 8, "predicted_ms": 10.0, "predicted_per_second": v}
+                          for i, v in enumerate(values)], "power": None}]
+
+    long = "ik_llama.cpp: run_time_repack true [-cuda fusion=0]"
+    combo = "ik_llama.cpp: run_time_repack true + threads 16 + threads_batch 16 [-cuda fusion=0]"
+    ranked = rank({"c0": "declared", "c1": long, "c2": combo},
+                  {"c0": raws([50, 51]), "c1": raws([60, 61]), "c2": raws([68, 69])}, {}, {}, "decode", 64)
+    text = table("decode", ranked, "decode", [])
+    rows = [line for line in text.splitlines() if "run_time_repack" in line]
+    assert len(rows) == 2 and any(combo in r for r in rows) and any(long + " " in r for r in rows)
+    assert len({line.index(" t/s") for line in text.splitlines()[1:2]}) == 1
 
 # --- a candidate's release and transient unit --------------------------------------------------------
 
@@ -225,7 +254,7 @@ def test_changes_are_combined_on_the_best_build_against_its_own_declaration():
     # the serving build's threads, not ik's ubatch that beats c0 only, not the reference)
     assert made == [{"fork_options": "b1c1", "margin": "b1c2"}]
     extra = out.prepared["b1c7"]
-    assert extra.candidate.label == "ik: rtr + ik: margin 512" and "b1c7" in out.measured
+    assert extra.candidate.label == "ik: rtr + margin 512" and "b1c7" in out.measured
 
 
 def test_nothing_starts_that_the_time_left_cannot_finish():
