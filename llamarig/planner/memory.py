@@ -293,13 +293,20 @@ def ik_pool(model: ModelInfo, s: Settings) -> int:
 
 
 def _ik_fa_pool(model: ModelInfo, s: Settings, t: int) -> int:
-    """Flash attention's stream-k bookkeeping in ik's pool (fattn-mma-f16.cuh launch_fattn_mma), its worst
-    over prompt ubatches of up to ``t`` tokens."""
+    """Flash attention's scratch in ik's pool (fattn-mma-f16.cuh launch_fattn_mma), its worst over prompt
+    ubatches of up to ``t`` tokens: the stream-k bookkeeping, and with a quantized cache the F16 copies of
+    one layer's K and V over the whole context, alive beside it. MLA's prompt attention runs other kernels
+    (fattn-new-mma.cu, decompressed heads in groups of ``attn_max_batch``) whose scratch is not modelled."""
     if not s.flash_attn or model.is_mla or not any(model.n_head_kv):
         return 0
     d = max(model.head_dim_k, model.head_dim_v)
     heads = max(model.n_head or [0])
-    return max(min(t, 2048) * heads * (d + 4) * 32, 2 * IK_SMS * 64 * (d + 4) * 32)
+    meta = max(min(t, 2048) * heads * (d + 4) * 32, 2 * IK_SMS * 64 * (d + 4) * 32)
+    quant = lambda name: name.lower() not in ("f16", "bf16", "f32")
+    n, _streams = cells(model, s)
+    copies = 2 * max(model.n_head_kv) * n * ((model.head_dim_k if quant(s.cache_k) else 0)
+                                              + (model.head_dim_v if quant(s.cache_v) else 0))
+    return meta + copies
 
 
 def runtime(model: ModelInfo, s: Settings) -> int:
