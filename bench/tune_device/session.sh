@@ -35,7 +35,9 @@ IK_VARIANTS=${IK_VARIANTS-$'-cuda fusion=0\n\n-no-ooae\n-cuda offload-batch-size
 # them, and the tune gets what is left, at most TUNE_MINUTES (the device's 30 minutes less the machine's start)
 SESSION_S=${SESSION_S:-1500}
 TUNE_MIN_MINUTES=${TUNE_MIN_MINUTES:-6}
-TUNE_ARGS=${TUNE_ARGS:---depth 1024 --tokens 64 --repetitions 5 --rounds 2 --finalists 2 --axes ubatch,margin,fork_options --ubatches 1024 --drop grouped_expert_routing,merge_qkv,gpu_margin_mib_768,^ubatch_size,^gpu_margin --load-timeout 240}
+# the sixth try's lesson (bench/tune_device/README.md): decode's winner is ik's repack with all cores, a
+# combination formed after round 1, so it needs rounds enough for 10 runs of its own
+TUNE_ARGS=${TUNE_ARGS:---depth 1024 --tokens 64 --repetitions 5 --rounds 4 --finalists 2 --axes threads,threads_batch,ubatch,fork_options --ubatches 1024 --drop grouped_expert_routing,merge_qkv,^ubatch_size --load-timeout 240}
 export PYTHONPATH="$CARRY/pydeps:$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
 T0=$(date +%s)
 END=$((T0 + SESSION_S))
