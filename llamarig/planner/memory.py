@@ -265,7 +265,7 @@ def _indexer(model: ModelInfo, il: int, s: Settings) -> int:
 def ik_pool(model: ModelInfo, s: Settings) -> int:
     """ik_llama.cpp's CUDA memory pool at its high-water mark, per GPU, beyond what ``RUNTIME`` holds: the
     pool (ggml_cuda_pool_vmm) keeps the largest scratch any one op took until the server exits. Two ops set
-    it (docs/memory-model.md, "ik_llama.cpp's pool"):
+    it (docs/memory-model.md, "ik_llama.cpp's CUDA pool"):
 
     * the fused MoE up/gate op (ggml_cuda_moe_up_gate_unary, mmq_id branch, on by default) holds F32 up and
       gate results, a q8_1 copy of the ubatch's activations per used expert and the routing ids, plus the
@@ -274,7 +274,7 @@ def ik_pool(model: ModelInfo, s: Settings) -> int:
       head, for ubatches up to 2048 tokens; above that (and for badly balanced tiles) ``2 * SMs`` blocks of
       64 rows. A full-context prompt meets every ubatch size up to the declared one, so the worst T counts.
 
-    Measured (bench/results/fidelity-h200/run5, H100): 786-808 MiB beside the buffers at ubatch 512 and
+    Measured (bench/results/fidelity-h100/run5, H100): 786-808 MiB beside the buffers at ubatch 512 and
     926-948 at 4096 (a 3000-token ubatch), i.e. ``RUNTIME`` plus 66 and 202 MiB of pool. MLA attention runs
     other kernels, whose scratch is not modelled here (see ``_ik_fa_pool``)."""
     if s.fork != "ik_llama.cpp":
@@ -486,7 +486,7 @@ def device_compute(model: ModelInfo, s: Settings, c: LayerCosts, layers: list[in
 def ik_output(model: ModelInfo, s: Settings) -> int:
     """ik_llama.cpp's compute at the output layer: the logits, with the last hidden state and its norm
     still held (measured: 2,438 MiB at ubatch 4096 = 2,374 of logits + 2 x 32 of F32 states,
-    bench/results/fidelity-h200/run5)."""
+    bench/results/fidelity-h100/run5)."""
     t = min(s.ubatch, s.ctx or s.ubatch)
     norm = any(x.name.startswith("output_norm") for x in model.tensors)
     return logits(model, s) + model.n_embd * t * 4 * (2 if norm else 1)
