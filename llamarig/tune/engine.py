@@ -221,17 +221,21 @@ class Engine:
 
 
 def best_changes(ranked, candidates: dict, references=()) -> dict:
-    """Each axis's best change on the build whose declared configuration ranks best, each better than
-    that declaration (measured ones, best first in ``ranked``). Changes are combined on one build only:
-    another build's option beats the serving build's declaration because of the build, not the option.
-    The build's own declaration (axis ``fork``) is its base, not one of its changes; ``references``
-    (ids measured for comparison, such as the fork's own fitting) are nobody's change."""
+    """Each axis's best change on the build that holds the best candidate, each better than that build's
+    declaration (measured ones, best first in ``ranked``). Changes are combined on one build only, and
+    judged against that build's own declaration: another build's option beats the serving build's
+    declaration because of the build, not the option. The build is the one whose best candidate (a change
+    or its declaration) ranks first, not the one whose declaration does: two builds' declarations may tie
+    within the noise while one build's option is far ahead (2026-12-07: ik_llama.cpp's declaration at
+    51.4 t/s against llama.cpp's 49.4, its run-time repack at 65.4). The build's own declaration (axis
+    ``fork``) is its base, not one of its changes; ``references`` (ids measured for comparison, such as
+    the fork's own fitting) are nobody's change."""
     ranked = [r for r in ranked if r.id not in references]
     scores = {r.id: r.score.mean for r in ranked}
     bases = {build_prefix(cid): cid for cid in scores if build_prefix(cid) + "c0" == cid}
     if not bases:
         return {}
-    build = max(bases, key=lambda b: scores[bases[b]])
+    build = next(build_prefix(r.id) for r in ranked if build_prefix(r.id) in bases)
     base = scores[bases[build]]
     best: dict = {}
     for r in ranked:

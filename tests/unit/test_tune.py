@@ -257,6 +257,27 @@ def test_changes_are_combined_on_the_best_build_against_its_own_declaration():
     assert extra.candidate.label == "ik: rtr + margin 512" and "b1c7" in out.measured
 
 
+def test_changes_are_combined_on_the_build_of_the_best_candidate_though_its_declaration_ranks_second():
+    clock = Clock()
+    # the serving build's declaration edges ik's (within any noise), but ik's repack is far ahead of all
+    runner = FakeRunner({"c0": 52, "fit": 55, "c1": 54, "c2": 53, "b1c0": 51, "b1c1": 65, "b1c2": 53,
+                         "b1c3": 50, "b1c8": 70}, clock=clock)
+    ps = prepared([("c0", "declared", None), ("fit", "reference", "reference"), ("c1", "threads 16", "threads"),
+                   ("c2", "threads_batch 16", "threads_batch"), ("b1c0", "ik: declared", "fork"),
+                   ("b1c1", "ik: rtr", "fork_options"), ("b1c2", "ik: threads 16", "threads"),
+                   ("b1c3", "ik: threads 8", "threads")])
+    made = []
+
+    def combine(best, next_id):
+        made.append({axis: c.id for axis, c in best.items()})
+        return Prepared(combined(best, next_id), binary="b", argv=["combo"])
+
+    s = Settings(repetitions=4, rounds=2, finalists=1, minutes=60, depth=512, keep=["fit"])
+    Engine(runner, ps, s, combine=combine, say=lambda t: None, clock=clock).run()
+    # ik's changes against ik's own declaration (threads 8 is under it), none of the serving build's
+    assert made == [{"fork_options": "b1c1", "threads": "b1c2"}]
+
+
 def test_nothing_starts_that_the_time_left_cannot_finish():
     clock = Clock()
     runner = FakeRunner({f"c{i}": 50 for i in range(6)}, clock=clock, step_s=40)
